@@ -1,0 +1,49 @@
+"""Grouped-query attention with fused QKV, per-head RMSNorm on q and k, partial rotary, optional KV cache."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import LLaDA2MoeConfig
+from .layers import RMSNorm, apply_rotary
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LLaDA2MoeConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.query_key_value = nn.Linear(cfg.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim,
+                                         bias=cfg.use_qkv_bias)
+        self.dense = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=cfg.use_bias)
+        if cfg.use_qk_norm:
+            self.query_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+            self.key_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+        else:
+            self.query_layernorm = self.key_layernorm = None
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
+                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x: [B, T, H]; mask: bool [B, 1, T, S+T]; past: cached (k, v) [B, Hkv, S, D].
+
+        Returns the output [B, T, H] and this window's (k, v) [B, Hkv, T, D] (what a commit stores).
+        """
+        bsz, t, _ = x.shape
+        qkv = self.query_key_value(x).view(bsz, t, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.query_layernorm is not None:
+            q = self.query_layernorm(q)
+            k = self.key_layernorm(k)
+        q = apply_rotary(q, cos, sin)
+        k = apply_rotary(k, cos, sin)
+        new_kv = (k, v)
+        if past is not None and past[0].shape[2] > 0:
+            k = torch.cat([past[0].to(k.dtype), k], dim=2)
+            v = torch.cat([past[1].to(v.dtype), v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.num_heads != self.num_kv_heads)
+        out = out.transpose(1, 2).reshape(bsz, t, self.num_heads * self.head_dim)
+        return self.dense(out), new_kv

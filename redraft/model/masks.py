@@ -1,0 +1,76 @@
+"""Attention layouts: which keys a query may see, described by block structure, turned into boolean masks here.
+
+Every layout redraft uses is "a query sees the keys whose position is below a per-query limit":
+  - block-causal (decoding, the official forward): limit = end of the query's own block;
+  - one bidirectional window of several blocks (Multi-Block Editing): limit = end of the window;
+  - full bidirectional attention: one block covering everything.
+The two-stream training layout ([x_t ; x_0], `dual_stream_mask`) repeats positions, so it is built separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class BlockLayout:
+    """Block structure of one forward window.
+
+    block_length: blocks are `[k*block_length, (k+1)*block_length)` in absolute positions.
+    key_limit: optional [B, T] int tensor; query t of row b sees keys with position < key_limit[b, t].
+        Default: the end of the query's own block (block-causal).
+    valid: optional [B, T] bool tensor; False marks padding in the window (such keys are never seen).
+    """
+
+    block_length: int
+    key_limit: Tensor | None = None
+    valid: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_length <= 0:
+            raise ValueError(f"block_length must be positive, got {self.block_length}")
+
+    def limits(self, position_ids: Tensor) -> Tensor:
+        if self.key_limit is not None:
+            return self.key_limit
+        return (torch.div(position_ids, self.block_length, rounding_mode="floor") + 1) * self.block_length
+
+
+def window_mask(position_ids: Tensor, layout: BlockLayout, cache_lengths: Tensor | None = None,
+                cache_width: int = 0) -> Tensor:
+    """Boolean mask [B, 1, T, cache_width + T] (True = attend) for a window after `cache_width` cached key slots.
+
+    Cached slot j of row b holds position j and is valid when j < cache_lengths[b]; all cached positions precede
+    the window, so every valid cached key is visible. A query always sees itself (padding rows stay finite).
+    """
+    bsz, t = position_ids.shape
+    limit = layout.limits(position_ids)  # [B, T]
+    win = position_ids[:, None, :] < limit[:, :, None]  # [B, Tq, Tk]
+    if layout.valid is not None:
+        win = win & layout.valid[:, None, :]
+    win = win | torch.eye(t, dtype=torch.bool, device=position_ids.device)[None]
+    if cache_width == 0:
+        return win[:, None]
+    slots = torch.arange(cache_width, device=position_ids.device)
+    cached = (slots[None, :] < cache_lengths[:, None])[:, None, :].expand(bsz, t, cache_width)
+    return torch.cat([cached, win], dim=-1)[:, None]
+
+
+def dual_stream_mask(length: int, block_length: int, device: torch.device | str = "cpu") -> Tensor:
+    """[2L, 2L] bool mask for the training input [x_t ; x_0] (eq. 5 layout; both halves at positions 0..L-1).
+
+    Noisy query in block b: its own noisy block and clean blocks < b. Clean query in block b: clean blocks <= b.
+    A clean query never sees a noisy key.
+    """
+    blk = torch.arange(length, device=device) // block_length
+    qb, kb = blk[:, None], blk[None, :]
+    noisy_noisy = qb == kb
+    noisy_clean = kb < qb
+    clean_clean = kb <= qb
+    clean_noisy = torch.zeros_like(noisy_noisy)
+    top = torch.cat([noisy_noisy, noisy_clean], dim=1)
+    bottom = torch.cat([clean_noisy, clean_clean], dim=1)
+    return torch.cat([top, bottom], dim=0)

@@ -1,0 +1,111 @@
+"""LLaDA2-MoE: the `llada2_moe` architecture with the official parameter names (`LLaDA2MoeModelLM`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .attention import Attention
+from .config import LLaDA2MoeConfig
+from .kv_cache import KV, KVCache
+from .layers import MLP, RMSNorm, RotaryEmbedding
+from .masks import BlockLayout, window_mask
+from .moe import MoE
+
+
+@dataclass
+class ModelOutput:
+    """logits: [B, T, V] float32. new_kv: per layer this window's (k, v) [B, H_kv, T, D], for `KVCache.commit`."""
+
+    logits: Tensor
+    new_kv: list[KV]
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LLaDA2MoeConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.attention = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.mlp = MoE(cfg) if cfg.is_moe_layer(layer_idx) else MLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None) -> tuple[Tensor, KV]:
+        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+
+class LLaDA2MoeModel(nn.Module):
+    def __init__(self, cfg: LLaDA2MoeConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(cfg.rotary_dim, cfg.rope_theta)
+
+
+class LLaDA2MoeModelLM(nn.Module):
+    """Block-diffusion LM. Logits at position i predict token i (no shift)."""
+
+    def __init__(self, cfg: LLaDA2MoeConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = LLaDA2MoeModel(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.gradient_checkpointing = False
+
+    def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
+                attn_mask: Tensor | None = None, cache: KVCache | None = None) -> ModelOutput:
+        """Run a window of tokens.
+
+        input_ids: [B, T]. position_ids: [B, T] absolute positions (default 0..T-1, or continuing each cached row).
+        layout: the block structure (default: one block covering the window, i.e. bidirectional).
+        attn_mask: explicit bool mask [B or 1, 1, T, S+T] (True = attend), used instead of `layout`
+            (the training objective's two-stream layout); no cache with it.
+        cache: committed keys/values the window attends to (read only; commit with `cache.commit(out.new_kv, ...)`).
+        """
+        bsz, t = input_ids.shape
+        if position_ids is None:
+            base = cache.lengths[:, None] if cache is not None else 0
+            position_ids = base + torch.arange(t, device=input_ids.device)[None].expand(bsz, t)
+        if attn_mask is None:
+            if layout is None:
+                layout = BlockLayout(block_length=int(position_ids.max()) + 1 if t else 1)
+            width = cache.width if cache is not None else 0
+            lengths = cache.lengths if cache is not None else None
+            attn_mask = window_mask(position_ids, layout, lengths, width)
+        elif attn_mask.dim() == 2:
+            attn_mask = attn_mask[None, None]
+        h = self.model.word_embeddings(input_ids)
+        cos, sin = self.model.rotary_emb(position_ids, h.dtype)
+        new_kv: list[KV] = []
+        for i, layer in enumerate(self.model.layers):
+            past = cache.layer(i) if cache is not None else None
+            if self.gradient_checkpointing and self.training:
+                h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, use_reentrant=False)
+            else:
+                h, kv = layer(h, cos, sin, attn_mask, past)
+            new_kv.append(kv)
+        logits = self.lm_head(self.model.norm(h)).float()
+        return ModelOutput(logits=logits, new_kv=new_kv)
+
+    def reset_non_persistent_buffers(self) -> None:
+        self.model.rotary_emb.reset()
+
+    def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        """Random initialisation (normal(0, std) matrices, unit norms, zero expert bias)."""
+        for name, p in self.named_parameters():
+            with torch.no_grad():
+                if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+                    p.fill_(1.0)
+                else:
+                    p.normal_(0.0, std, generator=generator)
+        for m in self.modules():
+            if hasattr(m, "expert_bias"):
+                m.expert_bias.zero_()
+        self.reset_non_persistent_buffers()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

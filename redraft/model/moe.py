@@ -1,0 +1,152 @@
+"""Mixture-of-experts layer: sigmoid router with group-limited top-k, stacked experts, sorted dispatch.
+
+Experts are stored stacked ([E, I, H] tensors) so they can run as one grouped matrix multiply; the state dict still
+uses the official per-expert names `experts.{e}.{gate,up,down}_proj.weight` (see `ExpertBank`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import LLaDA2MoeConfig
+from .layers import MLP
+
+_PROJ = ("gate_proj", "up_proj", "down_proj")
+
+
+class Router(nn.Module):
+    """Sigmoid scores; `expert_bias` shifts scores for selection only; top-2 per group rank the groups."""
+
+    def __init__(self, cfg: LLaDA2MoeConfig):
+        super().__init__()
+        self.top_k = cfg.num_experts_per_tok
+        self.n_group = cfg.n_group
+        self.topk_group = cfg.topk_group
+        self.norm_topk_prob = cfg.norm_topk_prob
+        self.routed_scaling_factor = cfg.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(cfg.num_experts, cfg.hidden_size))
+        self.register_buffer("expert_bias", torch.zeros(cfg.num_experts))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: [N, H] -> (expert ids [N, k] int64, weights [N, k] float32)."""
+        logits = F.linear(x.float(), self.weight.float())
+        scores = torch.sigmoid(logits)
+        choice = scores + self.expert_bias.float()
+        n = choice.shape[0]
+        grouped = choice.view(n, self.n_group, -1)
+        group_scores = grouped.topk(min(2, grouped.shape[-1]), dim=-1)[0].sum(-1)
+        group_idx = group_scores.topk(self.topk_group, dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
+        expert_mask = group_mask[:, :, None].expand_as(grouped).reshape(n, -1)
+        idx = choice.masked_fill(~expert_mask, float("-inf")).topk(self.top_k, dim=-1)[1]
+        weight = scores.gather(1, idx)
+        if self.top_k > 1 and self.norm_topk_prob:
+            weight = weight / (weight.sum(-1, keepdim=True) + 1e-20)
+        return idx, weight * self.routed_scaling_factor
+
+
+class ExpertBank(nn.Module):
+    """E SwiGLU experts stored stacked; saved and loaded under the official per-expert names."""
+
+    def __init__(self, num_experts: int, hidden: int, intermediate: int):
+        super().__init__()
+        self.num_experts = num_experts
+        self.gate_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
+        self.up_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
+        self.use_grouped_mm = False
+
+    # -- official names in the state dict -------------------------------------------------------------------
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        for name in _PROJ:
+            stacked = getattr(self, name)
+            stacked = stacked if keep_vars else stacked.detach()
+            for e in range(self.num_experts):
+                destination[f"{prefix}{e}.{name}.weight"] = stacked[e]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        for name in _PROJ:
+            stacked = getattr(self, name)
+            for e in range(self.num_experts):
+                key = f"{prefix}{e}.{name}.weight"
+                if key not in state_dict:
+                    missing_keys.append(key)
+                    continue
+                src = state_dict[key]
+                if tuple(src.shape) != tuple(stacked.shape[1:]):
+                    error_msgs.append(f"size mismatch for {key}: checkpoint {tuple(src.shape)}, "
+                                      f"model {tuple(stacked.shape[1:])}")
+                    continue
+                with torch.no_grad():
+                    stacked[e].copy_(src)
+        if strict:
+            own = {f"{prefix}{e}.{n}.weight" for n in _PROJ for e in range(self.num_experts)}
+            for key in state_dict:
+                if key.startswith(prefix) and key not in own:
+                    unexpected_keys.append(key)
+
+    # -- compute -------------------------------------------------------------------------------------------
+    def forward(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+        """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H]."""
+        if self.use_grouped_mm and x_sorted.is_cuda:
+            offs = counts.cumsum(0).to(torch.int32)
+            gate = torch._grouped_mm(x_sorted, self.gate_proj.transpose(1, 2), offs=offs)
+            up = torch._grouped_mm(x_sorted, self.up_proj.transpose(1, 2), offs=offs)
+            return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
+        out = torch.empty_like(x_sorted)
+        start = 0
+        for e, n in enumerate(counts.tolist()):  # one host sync per layer, not per expert
+            if n:
+                xs = x_sorted[start:start + n]
+                h = F.silu(F.linear(xs, self.gate_proj[e])) * F.linear(xs, self.up_proj[e])
+                out[start:start + n] = F.linear(h, self.down_proj[e])
+                start += n
+        return out
+
+
+class MoE(nn.Module):
+    """Routed experts (sorted dispatch) plus shared experts."""
+
+    def __init__(self, cfg: LLaDA2MoeConfig):
+        super().__init__()
+        self.top_k = cfg.num_experts_per_tok
+        self.num_experts = cfg.num_experts
+        self.gate = Router(cfg)
+        self.experts = ExpertBank(cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        self.shared_experts = (MLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.num_shared_experts)
+                               if cfg.num_shared_experts else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        idx, weight = self.gate(flat)
+        order = idx.view(-1).argsort(stable=True)
+        counts = torch.bincount(idx.view(-1), minlength=self.num_experts)
+        out_sorted = self.experts(flat[order // self.top_k], counts)
+        per_slot = torch.empty_like(out_sorted)
+        per_slot[order] = out_sorted
+        y = (per_slot.view(-1, self.top_k, shape[-1]).float() * weight[..., None]).sum(1).to(x.dtype)
+        y = y.view(shape)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(x)
+        return y
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """Simple per-token form (tests compare the sorted dispatch against it)."""
+        flat = x.reshape(-1, x.shape[-1])
+        idx, weight = self.gate(flat)
+        outs = []
+        for t in range(flat.shape[0]):
+            acc = torch.zeros(flat.shape[-1], dtype=torch.float32, device=x.device)
+            for j in range(self.top_k):
+                e = int(idx[t, j])
+                h = F.silu(F.linear(flat[t], self.experts.gate_proj[e])) * F.linear(flat[t], self.experts.up_proj[e])
+                acc += F.linear(h, self.experts.down_proj[e]).float() * weight[t, j]
+            outs.append(acc.to(x.dtype))
+        y = torch.stack(outs).view(x.shape)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(x)
+        return y
