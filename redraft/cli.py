@@ -1,0 +1,53 @@
+"""`redraft` command line: each area registers its verbs; this file only dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb modules, each with `register(subparsers)`; a module that is not importable leaves its verbs out
+COMMAND_MODULES = (
+    "redraft.decoding.commands",      # generate, chat, conformance
+    "redraft.serving.commands",       # serve
+    "redraft.training.commands",      # train
+    "redraft.rl.commands",            # rl
+    "redraft.evaluation.commands",    # eval, bench
+    "redraft.model.commands",         # inspect
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redraft", description="Editable block-diffusion language models (LLaDA2.1).")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"redraft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == name or name.startswith(e.name + ".")):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError) as e:
+        print(f"redraft {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`redraft inspect PATH`: a checkpoint's architecture, parameter count, dtype and size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .config import LLaDA2MoeConfig
+from .loading import _shards, read_safetensors_header, resolve_checkpoint
+
+
+def inspect_checkpoint(path: str) -> dict:
+    """Summary of a checkpoint read from its config and safetensors headers (no weights are loaded)."""
+    root = resolve_checkpoint(path)
+    cfg = LLaDA2MoeConfig.from_file(root / "config.json")
+    n_params, nbytes, dtypes = 0, 0, set()
+    for shard in _shards(root):
+        header, _ = read_safetensors_header(shard)
+        for entry in header.values():
+            numel = 1
+            for d in entry["shape"]:
+                numel *= d
+            n_params += numel
+            nbytes += entry["data_offsets"][1] - entry["data_offsets"][0]
+            dtypes.add(entry["dtype"])
+    moe_layers = sum(cfg.is_moe_layer(i) for i in range(cfg.num_hidden_layers))
+    active = cfg.num_parameters() - moe_layers * (cfg.num_experts - cfg.num_experts_per_tok) * 3 * cfg.hidden_size * cfg.moe_intermediate_size
+    return {
+        "path": str(root), "model_type": cfg.model_type, "parameters": n_params, "active_parameters": active,
+        "bytes": nbytes, "dtypes": sorted(dtypes), "torch_dtype": cfg.torch_dtype,
+        "layers": cfg.num_hidden_layers, "dense_layers": cfg.num_hidden_layers - moe_layers, "moe_layers": moe_layers,
+        "hidden_size": cfg.hidden_size, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
+        "head_dim": cfg.head_dim, "rotary_dim": cfg.rotary_dim, "experts": cfg.num_experts,
+        "experts_per_token": cfg.num_experts_per_tok, "expert_groups": f"{cfg.topk_group} of {cfg.n_group}",
+        "shared_experts": cfg.num_shared_experts, "vocab_size": cfg.vocab_size,
+    }
+
+
+def _human(n: float, unit: str = "") -> str:
+    for suffix in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.1f}{suffix}{unit}" if suffix else f"{n:.0f}{unit}"
+        n /= 1000
+    return f"{n:.1f}P{unit}"
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    info = inspect_checkpoint(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"redraft inspect {info['path']}", show_header=False)
+    for key, value in info.items():
+        if key in ("parameters", "active_parameters"):
+            value = f"{value:,} ({_human(value)})"
+        elif key == "bytes":
+            value = f"{value:,} ({_human(value, 'B')})"
+        table.add_row(key, str(value))
+    Console().print(table)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inspect", help="print a checkpoint's architecture, parameter count, dtype and size")
+    p.add_argument("path", help="checkpoint directory or hub id")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_inspect)
