@@ -1,0 +1,10 @@
+"""Seeded, exactly scored evaluation tasks (also the training data generators) with disjoint train/eval splits."""
+
+from redraft.evaluation.tasks.base import EVAL_FRACTION, SPLITS, Example, Task, normalize, split_of
+from redraft.evaluation.tasks.code_syntax import CodeSyntax
+from redraft.evaluation.tasks.registry import get_task, list_tasks
+from redraft.evaluation.tasks.sudoku import Sudoku4
+from redraft.evaluation.tasks.synthetic import Addition, Reverse, Sorting
+
+__all__ = ["EVAL_FRACTION", "SPLITS", "Addition", "CodeSyntax", "Example", "Reverse", "Sorting", "Sudoku4", "Task",
+           "get_task", "list_tasks", "normalize", "split_of"]
