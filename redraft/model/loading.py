@@ -122,8 +122,8 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: torch.dtype | str | Non
     if isinstance(dtype, str):
         dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
         dtype = getattr(torch, dtype, None)
-        if not isinstance(dtype, torch.dtype):
-            raise CheckpointError("dtype must be one of float32, bfloat16, float16")
+    if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise CheckpointError(f"dtype must be one of float32, bfloat16, float16, got {dtype}")
     dtype = dtype or cfg.dtype
     device = torch.device(device)
     with torch.device("meta"):
