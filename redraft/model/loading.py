@@ -133,7 +133,7 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: torch.dtype | str | Non
     seen: set[str] = set()
     for shard in _shards(root):
         header, data_start = read_safetensors_header(shard)
-        with open(shard, "rb") as f:
+        with open(shard, "rb", buffering=0) as f:
             for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
                 if name not in targets:
                     raise CheckpointError(f"{shard.name}: unexpected tensor {name!r} (not part of an llada2_moe model "
