@@ -2,9 +2,10 @@
 
 from redraft.evaluation.tasks.base import EVAL_FRACTION, SPLITS, Example, Task, normalize, split_of
 from redraft.evaluation.tasks.code_syntax import CodeSyntax
+from redraft.evaluation.tasks.humaneval import HumanEval
 from redraft.evaluation.tasks.registry import get_task, list_tasks
 from redraft.evaluation.tasks.sudoku import Sudoku4
 from redraft.evaluation.tasks.synthetic import Addition, Reverse, Sorting
 
-__all__ = ["EVAL_FRACTION", "SPLITS", "Addition", "CodeSyntax", "Example", "Reverse", "Sorting", "Sudoku4", "Task",
+__all__ = ["EVAL_FRACTION", "SPLITS", "Addition", "CodeSyntax", "Example", "HumanEval", "Reverse", "Sorting", "Sudoku4", "Task",
            "get_task", "list_tasks", "normalize", "split_of"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from redraft.evaluation.tasks.base import Task
 from redraft.evaluation.tasks.code_syntax import CodeSyntax
+from redraft.evaluation.tasks.humaneval import HumanEval
 from redraft.evaluation.tasks.synthetic import Addition, Reverse, Sorting
 from redraft.evaluation.tasks.sudoku import Sudoku4
 
@@ -18,6 +19,7 @@ TASKS: MappingProxyType[str, Callable[..., Task]] = MappingProxyType({
     "sudoku4": Sudoku4,
     "reverse": Reverse,
     "code_syntax": CodeSyntax,
+    "humaneval": HumanEval,
 })
 
 
