@@ -70,6 +70,10 @@ class Task(ABC):
 
     name: ClassVar[str]
     chat: ClassVar[bool] = True
+    # decoding defaults for this task: generation budget and stop strings (plain code tasks stop at a new top-level
+    # statement, the usual HumanEval convention)
+    max_new_tokens: ClassVar[int] = 32
+    stop: ClassVar[tuple[str, ...]] = ()
 
     def examples(self, n: int, seed: int, split: str = "train") -> list[Example]:
         check_count(n, seed)

@@ -13,6 +13,9 @@ from pathlib import Path
 from redraft.evaluation.tasks.base import Example, Task, check_count, check_split, split_of, user
 
 
+CODE_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n@")
+
+
 def parses(source: str) -> bool:
     """True if `source` is syntactically valid Python (no code is executed)."""
     try:
@@ -80,6 +83,8 @@ class CodeSyntax(Task):
     stdlib: str = field(default_factory=lambda: sysconfig.get_paths()["stdlib"])
     name = "code_syntax"
     chat = False
+    max_new_tokens = 64
+    stop = CODE_STOP
 
     def __post_init__(self) -> None:
         for field_name in ("max_body_lines", "max_body_chars"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from redraft.evaluation.sandbox import SandboxConfig, SandboxPool, SandboxResult
 from redraft.evaluation.tasks.base import Example, Task, check_count, check_split, user
+from redraft.evaluation.tasks.code_syntax import CODE_STOP
 
 
 def dataset_path() -> Path:
@@ -49,6 +50,8 @@ class HumanEval(Task):
     sandbox: SandboxConfig | None = field(default=None)
     name = "humaneval"
     chat = False
+    max_new_tokens = 256
+    stop = CODE_STOP
 
     def __post_init__(self) -> None:
         self.sandbox = self.sandbox or SandboxConfig(timeout_s=self.timeout_s, cpu_s=self.timeout_s)
