@@ -124,7 +124,10 @@ class MoE(nn.Module):
         flat = x.reshape(-1, shape[-1])
         idx, weight = self.gate(flat)
         order = idx.view(-1).argsort(stable=True)
-        counts = torch.bincount(idx.view(-1), minlength=self.num_experts)
+        # scatter_add instead of bincount: bincount syncs with the host on CUDA to size its output
+        flat_idx = idx.view(-1)
+        counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device).scatter_add_(
+            0, flat_idx, torch.ones_like(flat_idx))
         out_sorted = self.experts(flat[order // self.top_k], counts)
         per_slot = torch.empty_like(out_sorted)
         per_slot[order] = out_sorted
