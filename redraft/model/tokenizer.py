@@ -66,6 +66,7 @@ class Tokenizer:
                                   | {self.mask_id, self.eos_id})
         self._env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._env.globals["raise_exception"] = self._raise
+        self._compiled: tuple[str, Any] | None = None
 
     @staticmethod
     def _raise(message: str):
@@ -131,9 +132,10 @@ class Tokenizer:
                 content = content_marker
             safe.append({**msg, "content": content})
         try:
-            template = self._env.from_string(self.chat_template)
-            return template.render(messages=safe, add_generation_prompt=add_generation_prompt,
-                                   bos_token=self.bos_token or "", eos_token=self.eos_token, **kwargs)
+            if self._compiled is None or self._compiled[0] != self.chat_template:  # compiling costs ~25 ms
+                self._compiled = (self.chat_template, self._env.from_string(self.chat_template))
+            return self._compiled[1].render(messages=safe, add_generation_prompt=add_generation_prompt,
+                                            bos_token=self.bos_token or "", eos_token=self.eos_token, **kwargs)
         except TemplateError as e:
             raise ValueError(f"chat template: {e}") from None
 
