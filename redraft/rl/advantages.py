@@ -1,0 +1,41 @@
+"""Group-normalised advantages: each prompt's G samples are compared with each other (GRPO-style, for eq. 4).
+
+    mean_std: Â_i = (r_i − mean_g r) / (std_g r + eps)       (std with Bessel's correction, as in GRPO)
+    mean:     Â_i = r_i − mean_g r                            (Dr. GRPO: no division by the std)
+    rloo:     Â_i = r_i − mean_{j≠i} r_j = G/(G−1) (r_i − mean_g r)   (leave-one-out baseline)
+
+A group whose rewards are all equal carries no learning signal (every Â_i = 0); with `skip_zero_variance` its rows
+are marked to be left out of the loss, so they neither dilute the mean nor cost a backward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+METHODS = ("mean_std", "mean", "rloo")
+
+
+def group_advantages(rewards: Tensor, method: str = "mean_std", eps: float = 1e-6,
+                     skip_zero_variance: bool = True) -> tuple[Tensor, Tensor]:
+    """rewards [P, G] float -> (advantages [P, G] float32, keep [P, G] bool)."""
+    if method not in METHODS:
+        raise ValueError(f"advantages.method must be one of {METHODS}, got {method!r}")
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be [P, G], got shape {tuple(rewards.shape)}")
+    num_samples = rewards.shape[1]
+    if num_samples < 2:
+        raise ValueError(f"group size G must be >= 2 for group-normalised advantages, got {num_samples}")
+    if not eps > 0:
+        raise ValueError(f"advantages.eps must be > 0, got {eps!r}")
+    r = rewards.float()
+    centred = r - r.mean(dim=1, keepdim=True)
+    if method == "mean_std":
+        adv = centred / (r.std(dim=1, keepdim=True) + eps)
+    elif method == "mean":
+        adv = centred
+    else:
+        adv = centred * (num_samples / (num_samples - 1))
+    varied = (r != r[:, :1]).any(dim=1, keepdim=True).expand_as(r)
+    keep = varied if skip_zero_variance else torch.ones_like(varied)
+    return adv, keep
