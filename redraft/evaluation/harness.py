@@ -11,6 +11,8 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
+import torch
+
 from redraft.decoding.config import DecodeConfig, preset
 from redraft.evaluation.report import EvalReport, Sample, TaskRun
 from redraft.evaluation.tasks import Task, get_task
@@ -83,9 +85,12 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
              overrides: Mapping[str, Any] | None = None, n: int = 20, seeds: Sequence[int] = (0,),
              batch_size: int = 16, tokenizer: Any = None, label: str | None = None, keep_samples: bool = True,
              progress: ProgressFn | None = None, generate_fn: GenerateFn | None = None,
-             device: str = "cpu") -> EvalReport:
+             device: str = "cpu", config: DecodeConfig | None = None) -> EvalReport:
     """Decode `n` eval-split examples of each task for each seed (examples and sampler seeded by it), `batch_size`
-    prompts per engine call, and score them. Returns an EvalReport (see `TaskRun` for what each number means)."""
+    prompts per engine call, and score them. Returns an EvalReport (see `TaskRun` for what each number means).
+
+    Settings: the preset of `mode`, or `config` when given, with `overrides` applied; then per task its generation
+    budget (unless max_new_tokens is overridden) and stop strings. progress(done, total) counts examples."""
     _check_int("n", n, 1)
     _check_int("batch_size", batch_size, 1)
     seeds = list(seeds)
@@ -94,7 +99,7 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
     for s in seeds:
         _check_int("seed", s, 0)
     overrides = dict(overrides or {})
-    base = decode_config(mode, overrides)
+    base = decode_config(mode, overrides) if config is None else config.replace(**overrides)
     task_list = _tasks(tasks)
     model, tokenizer, name = load(model_or_path, tokenizer, device)
     if generate_fn is None:
@@ -110,7 +115,8 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
                 chunk = examples[start:start + batch_size]
                 prompts = [task.prompt_ids(e, tokenizer) for e in chunk]
                 t0 = time.perf_counter()
-                out = list(generate_fn(model, tokenizer, prompts, [config] * len(prompts)))
+                with torch.inference_mode():  # evaluation needs no autograd
+                    out = list(generate_fn(model, tokenizer, prompts, [config] * len(prompts)))
                 elapsed += time.perf_counter() - t0
                 if len(out) != len(prompts):
                     raise RuntimeError(f"engine returned {len(out)} results for {len(prompts)} prompts")
