@@ -1,0 +1,53 @@
+"""`redraft serve [MODEL]`: run the OpenAI-compatible server with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import redraft
+
+DEFAULT_MODEL = Path(redraft.__file__).parent / "assets" / "tiny"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="OpenAI-compatible HTTP server (continuous batching, streaming)",
+                              description="Serve a model over the OpenAI API: /v1/completions, /v1/chat/completions, "
+                                          "/v1/models, /health, /metrics.")
+    p.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
+                   help=f"checkpoint directory (default: the bundled model, {DEFAULT_MODEL})")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", default=None, help="id clients pass as `model` (default: the directory name)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="rows decoded together")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch; more get 429")
+    p.add_argument("--max-model-len", type=int, default=None, help="prompt + max_tokens limit")
+    p.add_argument("--default-max-tokens", type=int, default=256)
+    p.add_argument("--mode", choices=["quality", "speedy"], default="quality", help="preset when a request has none")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="seconds in-flight requests may finish at shutdown before they are cancelled")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import ServerSettings
+
+    model = Path(args.model)
+    if not model.is_dir():
+        hint = " (the bundled model is not built yet; pass a checkpoint directory)" if model == DEFAULT_MODEL else ""
+        raise FileNotFoundError(f"model directory not found: {model}{hint}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+    settings = ServerSettings(model_name=args.model_name, max_batch_size=args.max_batch_size,
+                              max_queue=args.max_queue, max_model_len=args.max_model_len,
+                              default_max_tokens=args.default_max_tokens, default_mode=args.mode,
+                              max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout)
+    app = create_app(model, settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.shutdown_timeout)
+    return 0

@@ -1,0 +1,201 @@
+"""`EngineLoop`: the one thread that owns the engine (and so the model) and calls `engine.step()`.
+
+HTTP handlers never touch the engine. They `submit` work (bounded: beyond `max_in_flight` choices -> `QueueFull`,
+i.e. 429) and `cancel` it; the loop thread adds submissions to the engine between steps, so new requests join the
+running batch at the next step and finished ones leave it (continuous batching, no head-of-line blocking). Each
+step's events go back to the submitting request through its `Sink` (an asyncio queue fed with
+`loop.call_soon_threadsafe`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from redraft.decoding import DecodeConfig, StepEvent
+
+from .metrics import ServingMetrics
+
+log = logging.getLogger("redraft.serving")
+
+
+class QueueFull(Exception):
+    """The server holds as many requests as it accepts (429)."""
+
+
+class NotAccepting(Exception):
+    """The loop is stopping or stopped after an engine failure (503)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An error for one choice instead of events (engine rejected it, engine failure, shutdown)."""
+
+    request_id: str
+    status: int
+    message: str
+
+
+class Sink:
+    """Where the loop thread delivers one HTTP request's events: an asyncio queue on the request's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
+        self._loop = loop or asyncio.get_running_loop()
+        self.queue: asyncio.Queue[StepEvent | Failure] = asyncio.Queue()
+
+    def put(self, item: StepEvent | Failure) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+
+@dataclass(frozen=True)
+class Submission:
+    request_id: str
+    prompt: list[int]
+    config: DecodeConfig
+    sink: Sink
+
+
+class EngineLoop:
+    """max_in_flight: choices held at once (running + waiting); metrics: gauges and step times are recorded here."""
+
+    def __init__(self, engine, max_in_flight: int, metrics: ServingMetrics):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.engine = engine
+        self.max_in_flight = max_in_flight
+        self.metrics = metrics
+        self.error: str | None = None  # why the loop stopped, after an engine failure
+        self._cond = threading.Condition()
+        self._inbox: list[Submission] = []
+        self._cancels: set[str] = set()
+        self._num_in_flight = 0
+        self._accepting = True
+        self._stopping = False
+        self._active: dict[str, Submission] = {}  # loop thread only
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------ HTTP side
+    @property
+    def num_in_flight(self) -> int:
+        with self._cond:
+            return self._num_in_flight
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("EngineLoop.start: already started")
+        self._thread = threading.Thread(target=self._run, name="redraft-engine-loop", daemon=True)
+        self._thread.start()
+
+    def submit(self, submissions: list[Submission]) -> None:
+        """All or nothing: raises QueueFull when they do not fit, NotAccepting when stopping."""
+        with self._cond:
+            if not self._accepting:
+                raise NotAccepting(self.error or "the server is shutting down")
+            if self._num_in_flight + len(submissions) > self.max_in_flight:
+                raise QueueFull(f"the server is at capacity ({self.max_in_flight} requests in flight); retry later")
+            self._inbox.extend(submissions)
+            self._num_in_flight += len(submissions)
+            self._cond.notify()
+
+    def cancel(self, request_ids: list[str]) -> None:
+        """Stop these choices (a client went away); unknown or finished ids are ignored."""
+        with self._cond:
+            ids = set(request_ids)
+            kept = [s for s in self._inbox if s.request_id not in ids]
+            self._num_in_flight -= len(self._inbox) - len(kept)
+            self._inbox = kept
+            self._cancels |= ids
+            self._cond.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Refuse new work, let in-flight choices finish for up to `timeout` s, cancel the rest, join the thread.
+        Blocking: call it from a worker thread (`asyncio.to_thread`) when an event loop is running."""
+        with self._cond:
+            self._accepting = False
+            self._cond.wait_for(lambda: self._num_in_flight == 0 or self._thread is None
+                                or not self._thread.is_alive(), timeout=timeout)
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    # ------------------------------------------------------------------------------------------ loop thread
+    def _run(self) -> None:
+        try:
+            while self._iterate():
+                pass
+        except Exception as e:  # an engine bug: fail every request instead of hanging them
+            log.exception("engine loop failed; the server stops accepting requests")
+            self._fail_all(f"engine failure: {type(e).__name__}: {e}")
+
+    def _iterate(self) -> bool:
+        with self._cond:
+            while not (self._inbox or self._cancels or self._stopping or self.engine.has_work()):
+                self._cond.wait()
+            adds, self._inbox = self._inbox, []
+            cancels, self._cancels = self._cancels, set()
+            stopping = self._stopping
+        for s in adds:
+            self._add(s)
+        if stopping:
+            cancels |= set(self._active)
+        for rid in cancels:
+            if rid in self._active:
+                self.engine.cancel(rid)
+        if self.engine.has_work():
+            self._step()
+            return True
+        return not stopping
+
+    def _add(self, s: Submission) -> None:
+        try:
+            self.engine.add_request(s.prompt, s.config, request_id=s.request_id)
+        except ValueError as e:
+            self._done(s.request_id)
+            s.sink.put(Failure(s.request_id, 400, str(e)))
+            return
+        self._active[s.request_id] = s
+
+    def _step(self) -> None:
+        start = time.perf_counter()
+        events = self.engine.step()
+        self.metrics.step_time.observe(time.perf_counter() - start)
+        self.metrics.steps.inc()
+        for e in events:
+            s = self._active.get(e.request_id)
+            if s is None:
+                continue
+            if e.finished:
+                del self._active[e.request_id]
+                self._done(e.request_id)
+            s.sink.put(e)
+        scheduler = self.engine.scheduler
+        self.metrics.batch_size.set(scheduler.num_running)
+        with self._cond:
+            self.metrics.queue_depth.set(len(self._inbox) + len(scheduler.waiting))
+
+    def _done(self, request_id: str) -> None:
+        with self._cond:
+            self._num_in_flight -= 1
+            self._cond.notify_all()
+
+    def _fail_all(self, message: str) -> None:
+        with self._cond:
+            self.error = message
+            self._accepting = False
+            pending = list(self._active.values()) + self._inbox
+            self._active, self._inbox = {}, []
+            self._num_in_flight = 0
+            self._cond.notify_all()
+        for s in pending:
+            s.sink.put(Failure(s.request_id, 500, message))

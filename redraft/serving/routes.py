@@ -1,0 +1,131 @@
+"""HTTP endpoints: /v1/completions, /v1/chat/completions (JSON or Server-Sent Events), /v1/models, /health,
+/metrics. Handlers validate, tokenize and hand work to the engine loop; they never decode themselves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from .errors import APIError, error_body
+from .generation import ClientGone, Generation
+from .params import build_job, chat_prompt, completion_prompts
+from .responses import (Envelope, chat_body, chat_chunk, completion_body, completion_chunk, finish_reason, new_id,
+                        sse, usage_chunk)
+from .schemas import ChatCompletionRequest, CompletionRequest
+from .state import ServerState
+
+router = APIRouter()
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": what, "content": {"application/json": {}}}
+    for code, what in ((400, "Invalid request"), (404, "Unknown model"), (413, "Body too large"),
+                       (429, "Server at capacity"), (503, "Shutting down / unavailable"))}
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+@router.post("/v1/completions", responses=_ERRORS)
+async def completions(body: CompletionRequest, request: Request):
+    state = _state(request)
+    state.check_model(body.model)
+    prompts = await run_in_threadpool(completion_prompts, body, state.tokenizer, state.limits)
+    env = Envelope(new_id("cmpl"), "text_completion", state.model_name)
+    return await _respond(request, state, body, prompts, env, "completions", completion_body,
+                          lambda i, text, reason: completion_chunk(env, i, text, reason), None)
+
+
+@router.post("/v1/chat/completions", responses=_ERRORS)
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    state = _state(request)
+    state.check_model(body.model)
+    prompt = await run_in_threadpool(chat_prompt, body, state.tokenizer)
+    if not body.stream:
+        env = Envelope(new_id("chatcmpl"), "chat.completion", state.model_name)
+    else:
+        env = Envelope(new_id("chatcmpl"), "chat.completion.chunk", state.model_name)
+
+    def chunk(i: int, text: str, reason: str | None) -> dict[str, Any]:
+        return chat_chunk(env, i, {"content": text} if text or reason is None else {}, reason)
+
+    def opening(i: int) -> dict[str, Any]:
+        return chat_chunk(env, i, {"role": "assistant", "content": ""})
+
+    return await _respond(request, state, body, [prompt], env, "chat", chat_body, chunk, opening)
+
+
+async def _respond(request: Request, state: ServerState, body: CompletionRequest | ChatCompletionRequest,
+                   prompts: list[list[int]], env: Envelope, endpoint: str, make_body: Callable,
+                   make_chunk: Callable, make_opening: Callable | None):
+    job = build_job(body, prompts, state.tokenizer.stop_ids, state.limits)
+    gen = Generation(state.loop, job, env.id, request.receive, state.metrics, endpoint)
+    gen.submit()
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_stream(gen, env, make_chunk, make_opening, include_usage),
+                                 media_type="text/event-stream", headers=_SSE_HEADERS)
+    try:
+        results = await gen.collect()
+    except ClientGone:
+        return JSONResponse(error_body("client disconnected", "invalid_request_error"), status_code=499)
+    return make_body(env, results, job.prompt_tokens)
+
+
+async def _stream(gen: Generation, env: Envelope, make_chunk: Callable, make_opening: Callable | None,
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE: (chat) an opening chunk per choice, then each choice's text as its blocks become final, a closing chunk
+    with its finish_reason, (optionally) a usage chunk, and `data: [DONE]`. A failure mid-stream is an error event."""
+    try:
+        if make_opening is not None:
+            for i in range(len(gen.ids)):
+                yield sse(make_opening(i))
+        async for index, event in gen.events():
+            if event.text:
+                yield sse(make_chunk(index, event.text, None))
+            if event.finished:
+                yield sse(make_chunk(index, "", finish_reason(event.result)))
+        if include_usage:
+            yield sse(usage_chunk(env, gen.job.prompt_tokens, gen.results))
+    except ClientGone:
+        return
+    except APIError as e:
+        yield sse(e.body())
+    finally:
+        gen.close()
+    yield sse("[DONE]")
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    return {"object": "list", "data": [_model_card(state)]}
+
+
+@router.get("/v1/models/{model_id:path}", responses=_ERRORS)
+async def model(model_id: str, request: Request) -> dict[str, Any]:
+    state = _state(request)
+    state.check_model(model_id)
+    return _model_card(state)
+
+
+def _model_card(state: ServerState) -> dict[str, Any]:
+    return {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "redraft",
+            "max_model_len": state.limits.max_model_len}
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    loop = _state(request).loop
+    if loop.is_alive:
+        return JSONResponse({"status": "ok", "in_flight": loop.num_in_flight})
+    return JSONResponse({"status": "unavailable", "error": loop.error or "engine loop not running"}, status_code=503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,44 @@
+"""`ServerSettings`: the server's limits and defaults, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redraft.decoding import PRESETS
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """model_name: the id clients pass as `model` (None = the checkpoint directory's name).
+    max_batch_size: rows decoded together by the engine. max_queue: requests waiting beyond the running batch;
+    more get 429. max_model_len: prompt + max_tokens limit (None = the model's max_position_embeddings).
+    max_prompt_tokens: prompt limit (None = max_model_len - 1). default_max_tokens: when a request gives none.
+    default_mode: preset used when a request gives no `mode`. max_body_bytes: larger request bodies get 413.
+    shutdown_timeout: seconds in-flight requests may still run at shutdown before they are cancelled."""
+
+    model_name: str | None = None
+    max_batch_size: int = 32
+    max_queue: int = 256
+    max_model_len: int | None = None
+    max_prompt_tokens: int | None = None
+    default_max_tokens: int = 256
+    default_mode: str = "quality"
+    max_body_bytes: int = 1 << 20
+    shutdown_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_batch_size", 1), ("max_queue", 0), ("default_max_tokens", 1),
+                          ("max_body_bytes", 1024)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"ServerSettings.{name} must be an integer >= {low}, got {v!r}")
+        for name in ("max_model_len", "max_prompt_tokens"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"ServerSettings.{name} must be None or an integer >= 1, got {v!r}")
+        if self.default_mode not in PRESETS:
+            raise ValueError(f"ServerSettings.default_mode must be one of {sorted(PRESETS)}, got {self.default_mode!r}")
+        if not self.shutdown_timeout >= 0:
+            raise ValueError(f"ServerSettings.shutdown_timeout must be >= 0, got {self.shutdown_timeout!r}")
+        if self.model_name is not None and not self.model_name.strip():
+            raise ValueError(f"ServerSettings.model_name must be a non-empty string, got {self.model_name!r}")
