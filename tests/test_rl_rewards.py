@@ -1,0 +1,53 @@
+"""Rewards: task scorers, format regex, HumanEval-style code in the sandbox, the combined reward and registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from redraft.evaluation.tasks import Example, get_task
+from redraft.rl.rewards import REWARDS, CodeReward, CombinedReward, RewardSpec, format_reward, task_reward
+
+
+def test_task_reward_uses_the_task_scorer():
+    ex = get_task("addition").examples(1, seed=0)[0]
+    reward = task_reward("addition")
+    assert reward("", f" {ex.answer}\n", ex) == 1.0
+    assert reward("", ex.answer + "0", ex) == 0.0
+
+
+def test_format_reward_and_bad_pattern():
+    digits = format_reward(r"\d+")
+    assert digits("", " 123 ", None) == 1.0 and digits("", "12a", None) == 0.0
+    with pytest.raises(ValueError, match="pattern"):
+        format_reward("(")
+
+
+def test_combined_reward_weights_and_parts():
+    ex = get_task("addition").examples(1, seed=1)[0]
+    combined = CombinedReward.from_specs([RewardSpec("task", 1.0, {"task": "addition"}),
+                                          RewardSpec("format", 0.5, {"pattern": r"\d+"}),
+                                          RewardSpec("format", 0.25, {"pattern": r"9+"})])
+    total, parts = combined.score(["p", "p"], [ex.answer, "x"], [ex, ex])
+    assert sorted(parts) == ["format", "format_2", "task"]
+    expected0 = 1.0 + 0.5 + (0.25 if set(ex.answer) == {"9"} else 0.0)
+    assert total == [expected0, 0.0]
+
+
+def test_registry_is_extensible_and_errors_name_the_kind():
+    assert {"task", "format", "code"} <= set(REWARDS)
+    with pytest.raises(ValueError, match="reward kind"):
+        RewardSpec("nope").build()
+    with pytest.raises(ValueError, match="bad config"):
+        RewardSpec("format", config={"regex": "x"}).build()
+    with pytest.raises(ValueError, match="task must be one of"):
+        RewardSpec("task", config={"task": "nope"}).build()
+
+
+def test_code_reward_runs_humaneval_style_tests_in_the_sandbox():
+    sample = Example([{"role": "user", "content": "add"}], "    return a + b\n",
+                     {"key": "add", "prompt": "def add(a, b):\n", "entry_point": "add",
+                      "test": "def check(f):\n    assert f(2, 3) == 5\n"})
+    reward = CodeReward(timeout_s=10.0, workers=2)
+    assert reward.score_batch(["", ""], ["    return a + b\n", "    return a - b\n"], [sample, sample]) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="entry_point"):
+        reward("", "x", Example([], "", {"key": "k", "test": ""}))
