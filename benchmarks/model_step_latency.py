@@ -17,6 +17,7 @@ import time
 import torch
 
 from redraft.model import BlockLayout, KVCache, LLaDA2MoeConfig, LLaDA2MoeModelLM
+from redraft.model.cuda_graphs import CUDAGraphRunner
 
 MINI = dict(vocab_size=157184, hidden_size=2048, intermediate_size=5120, num_hidden_layers=20, num_attention_heads=16,
             num_key_value_heads=4, head_dim=128, num_experts=256, num_experts_per_tok=8, n_group=8, topk_group=4,
@@ -40,7 +41,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def step_ms(model, batch: int, cache_len: int, block: int, device: str, iters: int) -> float:
+def step_ms(model, batch: int, cache_len: int, block: int, device: str, iters: int, graphs: bool = False) -> float:
     cfg = model.config
     cache = KVCache.for_model(model, batch, capacity=cache_len + block)
     with torch.no_grad():
@@ -50,12 +51,13 @@ def step_ms(model, batch: int, cache_len: int, block: int, device: str, iters: i
             out = model(w, None, BlockLayout(block), cache=cache)
             cache.commit(out.new_kv, [w.shape[1]] * batch)
         window = torch.randint(0, cfg.vocab_size, (batch, block), device=device)
+        run = CUDAGraphRunner(model) if graphs else model
         for _ in range(3):
-            model(window, None, BlockLayout(block), cache=cache)
+            run(window, None, BlockLayout(block), cache=cache)
         sync(device)
         t0 = time.perf_counter()
         for _ in range(iters):
-            model(window, None, BlockLayout(block), cache=cache)
+            run(window, None, BlockLayout(block), cache=cache)
         sync(device)
     return (time.perf_counter() - t0) / iters * 1000
 
@@ -74,16 +76,17 @@ def main() -> int:
     dtype = torch.bfloat16 if shape["torch_dtype"] == "bfloat16" else torch.float32
     model = build(shape, device, dtype)
     rows = []
-    for grouped in ([False, True] if device == "cuda" else [False]):
+    modes = [(False, False), (True, False), (True, True)] if device == "cuda" else [(False, False)]
+    for grouped, graphs in modes:
         for m in model.modules():
             if hasattr(m, "use_grouped_mm"):
                 m.use_grouped_mm = grouped
         for b in [int(x) for x in args.batch.split(",")]:
-            ms = step_ms(model, b, args.cache, args.block, device, args.iters)
-            rows.append({"batch": b, "grouped_mm": grouped, "ms_per_forward": ms,
+            ms = step_ms(model, b, args.cache, args.block, device, args.iters, graphs)
+            rows.append({"batch": b, "grouped_mm": grouped, "cuda_graphs": graphs, "ms_per_forward": ms,
                          "block_tokens_per_s": b * args.block / ms * 1000})
-            print(f"batch {b:3d} grouped_mm={grouped!s:5} {ms:8.2f} ms/forward  cache {args.cache}  block {args.block}",
-                  flush=True)
+            print(f"batch {b:3d} grouped_mm={grouped!s:5} cuda_graphs={graphs!s:5} {ms:8.2f} ms/forward  "
+                  f"cache {args.cache}  block {args.block}", flush=True)
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "shape": "tiny" if shape is TINY else "llada2.1-mini", "rows": rows}
     if args.json:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PARITY = REPO.parent / "shared" / "parity"
+PARITY = Path(os.environ.get("REDRAFT_PARITY", REPO.parent / "shared" / "parity"))
 
 
 @pytest.fixture(scope="session")

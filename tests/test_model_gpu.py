@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,17 +13,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 @pytest.fixture(scope="module")
-def parity(parity_dir_any):
-    return parity_dir_any
-
-
-@pytest.fixture(scope="module")
-def parity_dir_any():
-    # the device machine gets the parity files inside the repo (REDRAFT_PARITY), elsewhere ../shared/parity
-    path = Path(os.environ.get("REDRAFT_PARITY", Path(__file__).resolve().parents[2] / "shared" / "parity"))
-    if not (path / "cases.json").exists():
-        pytest.skip(f"parity vectors not found at {path}")
-    return path
+def parity(parity_dir):
+    return parity_dir  # on the device machine: REDRAFT_PARITY points at a copy inside the repo
 
 
 def test_forward_parity_on_cuda(parity):
@@ -55,6 +44,7 @@ def test_grouped_mm_moe_matches_loop_bf16():
         torch.nn.init.normal_(p, std=0.05)
     x = torch.randn(3, 70, 256, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
+        moe.experts.use_grouped_mm = False
         loop = moe(x)
         moe.experts.use_grouped_mm = True
         grouped = moe(x)
@@ -70,3 +60,27 @@ def test_kv_cache_on_cuda(parity):
         cache.commit(model(ids[:, :32], layout=BlockLayout(32)).new_kv, [32, 32])
         out = model(ids[:, 32:], layout=BlockLayout(32), cache=cache).logits
     assert (out - full[:, 32:]).abs().max() < 1e-4
+
+
+def test_cuda_graph_runner_matches_eager(parity):
+    from redraft.model.cuda_graphs import CUDAGraphRunner
+
+    model = load_model(parity / "model", device="cuda")
+    runner = CUDAGraphRunner(model)
+    ids = torch.randint(0, 319, (3, 128), device="cuda")
+    with torch.no_grad():
+        full = model(ids, layout=BlockLayout(32)).logits
+        cache = KVCache.for_model(model, 3, capacity=64, max_rows=4)
+        for b in range(4):
+            w = ids[:, 32 * b:32 * (b + 1)]
+            out = runner(w, None, BlockLayout(32), cache=cache)
+            assert (out.logits - full[:, 32 * b:32 * (b + 1)]).abs().max() < 1e-4
+            out2 = runner(w, None, BlockLayout(32), cache=cache)  # replay of the same graph
+            assert torch.equal(out.logits, out2.logits)
+            cache.commit(out.new_kv, [32, 32, 32])
+        assert runner.num_graphs >= 2  # capacity grew from 64 to 128: a new capture
+        cache.select([2, 0])  # rows leave: compacted in place
+        cache.truncate(0, 96)
+        cache.truncate(1, 96)
+        out = runner(ids[[2, 0], 96:], None, BlockLayout(32), cache=cache)
+        assert (out.logits - full[[2, 0], 96:]).abs().max() < 1e-4

@@ -81,3 +81,16 @@ def test_router_uses_expert_bias_for_selection_only(parity_dir):
     expected = chosen / chosen.sum(-1, keepdim=True) * gate.routed_scaling_factor
     assert torch.allclose(w1, expected, atol=1e-6)  # weights come from the unbiased scores
     assert torch.allclose(w1.sum(-1), torch.full((16,), gate.routed_scaling_factor), atol=1e-5)
+
+
+def test_padded_expert_path_equals_loop(parity_dir):
+    """The capture-safe padded batched-matmul path (used inside CUDA-graph capture) computes the same experts."""
+    model = load_model(parity_dir / "model")
+    moe = model.model.layers[2].mlp
+    x = torch.randn(29, model.config.hidden_size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        idx, _ = moe.gate(x)
+        order = idx.view(-1).argsort(stable=True)
+        counts = torch.bincount(idx.view(-1), minlength=moe.num_experts)
+        xs = x[order // moe.top_k]
+        assert torch.allclose(moe.experts(xs, counts), moe.experts._padded(xs, counts), atol=1e-6)

@@ -16,59 +16,95 @@ KV = tuple[Tensor, Tensor]
 
 
 class KVCache:
+    """Per-layer key/value storage [rows, H_kv, capacity, D] whose first `batch_size` rows are the live batch.
+
+    Storage addresses stay fixed while rows leave (`select` compacts in place) or join (`add_rows` reuses free
+    rows), and capacity only grows, so a captured CUDA graph can keep reading the same memory.
+    """
+
     def __init__(self, num_layers: int, batch_size: int, num_kv_heads: int, head_dim: int, *,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", capacity: int = 256):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", capacity: int = 256,
+                 max_rows: int | None = None):
         self.num_layers = num_layers
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.dtype = dtype
         self.device = torch.device(device)
-        shape = (batch_size, num_kv_heads, max(capacity, 1), head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        rows = max(batch_size, max_rows or 0, 1)
+        shape = (rows, num_kv_heads, max(capacity, 1), head_dim)
+        self._k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        self._v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        self._lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
         self.host_lengths: list[int] = [0] * batch_size
-        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=self.device)
 
     @classmethod
-    def for_model(cls, model, batch_size: int, capacity: int = 256) -> "KVCache":
+    def for_model(cls, model, batch_size: int, capacity: int = 256, max_rows: int | None = None) -> "KVCache":
         cfg = model.config
         p = next(model.parameters())
         return cls(cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, cfg.head_dim,
-                   dtype=p.dtype, device=p.device, capacity=capacity)
+                   dtype=p.dtype, device=p.device, capacity=capacity, max_rows=max_rows)
 
     @property
     def batch_size(self) -> int:
         return len(self.host_lengths)
 
     @property
+    def max_rows(self) -> int:
+        return self._k[0].shape[0]
+
+    @property
     def capacity(self) -> int:
-        return self.k[0].shape[2]
+        return self._k[0].shape[2]
+
+    @property
+    def k(self) -> list[Tensor]:
+        n = self.batch_size
+        return [t[:n] for t in self._k]
+
+    @property
+    def v(self) -> list[Tensor]:
+        n = self.batch_size
+        return [t[:n] for t in self._v]
+
+    @property
+    def lengths(self) -> Tensor:
+        """[B] committed length per row (a view of fixed storage)."""
+        return self._lengths[: self.batch_size]
 
     @property
     def width(self) -> int:
         """Number of cache slots a forward must look at (the longest row)."""
         return max(self.host_lengths, default=0)
 
-    def layer(self, i: int) -> KV:
-        w = self.width
-        return self.k[i][:, :, :w], self.v[i][:, :, :w]
+    def layer(self, i: int, full: bool = False) -> KV:
+        """Cached (k, v) of layer i for the live rows: the first `width` slots, or all `capacity` slots (static
+        shapes for graph capture; slots past a row's length are masked by `lengths`)."""
+        n, w = self.batch_size, (self.capacity if full else self.width)
+        return self._k[i][:n, :, :w], self._v[i][:n, :, :w]
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+        return sum(t.numel() * t.element_size() for t in self._k + self._v)
 
-    def _reserve(self, needed: int) -> None:
-        if needed <= self.capacity:
+    def reserve(self, capacity: int, rows: int | None = None) -> None:
+        """Grow storage to at least `capacity` slots and `rows` rows (a no-op when already that large)."""
+        rows = max(rows or 0, self.max_rows)
+        if capacity <= self.capacity and rows <= self.max_rows:
             return
-        new_cap = max(needed, 2 * self.capacity)
-        for store in (self.k, self.v):
+        new_cap = max(capacity, 2 * self.capacity) if capacity > self.capacity else self.capacity
+        for store in (self._k, self._v):
             for i, t in enumerate(store):
-                grown = torch.zeros(t.shape[0], t.shape[1], new_cap, t.shape[3], dtype=t.dtype, device=t.device)
-                grown[:, :, : t.shape[2]] = t
+                grown = torch.zeros(rows, t.shape[1], new_cap, t.shape[3], dtype=t.dtype, device=t.device)
+                grown[: t.shape[0], :, : t.shape[2]] = t
                 store[i] = grown
+        if rows > self._lengths.shape[0]:
+            lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+            lengths[: self._lengths.shape[0]] = self._lengths
+            self._lengths = lengths
 
     def _set_lengths(self, host: list[int]) -> None:
         self.host_lengths = host
-        self.lengths = torch.tensor(host, dtype=torch.long, device=self.device)
+        if host:
+            self._lengths[: len(host)].copy_(torch.tensor(host, dtype=torch.long), non_blocking=True)
 
     def commit(self, new_kv: Sequence[KV], counts: Sequence[int], starts: Sequence[int] | None = None,
                rows: Sequence[int] | None = None) -> None:
@@ -94,42 +130,44 @@ class KVCache:
             host[r] += c
         if not src_b:
             return
-        self._reserve(max(host))
+        self.reserve(max(host))
         dev = self.device
-        sb, st, db, dt = (torch.tensor(x, dtype=torch.long, device=dev) for x in (src_b, src_t, dst_b, dst_t))
+        sb, st, db, dt = (torch.tensor(x, dtype=torch.long).to(dev, non_blocking=True)
+                          for x in (src_b, src_t, dst_b, dst_t))
         for i, (k, v) in enumerate(new_kv):
-            self.k[i][db, :, dt] = k[sb, :, st].to(self.dtype)
-            self.v[i][db, :, dt] = v[sb, :, st].to(self.dtype)
+            self._k[i][db, :, dt] = k[sb, :, st].to(self.dtype)
+            self._v[i][db, :, dt] = v[sb, :, st].to(self.dtype)
         self._set_lengths(host)
 
     def select(self, rows: Sequence[int]) -> None:
-        """Keep only `rows`, in that order (drops finished rows; the cache shrinks to the longest kept row)."""
+        """Keep only `rows`, in that order (drops finished rows); compacts in place, storage stays put."""
         rows = list(rows)
-        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        if rows == list(range(len(rows))) and len(rows) <= self.batch_size:
+            self._set_lengths(self.host_lengths[: len(rows)])
+            return
         host = [self.host_lengths[r] for r in rows]
-        cap = max(max(host, default=0), 1)
-        self.k = [t.index_select(0, idx)[:, :, :cap].contiguous() for t in self.k]
-        self.v = [t.index_select(0, idx)[:, :, :cap].contiguous() for t in self.v]
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        w = max(max(host, default=0), 1)
+        for store in (self._k, self._v):
+            for t in store:
+                t[: len(rows), :, :w] = t[:, :, :w].index_select(0, idx)
         self._set_lengths(host)
 
     def add_rows(self, n: int) -> None:
-        """Append `n` empty rows."""
+        """Append `n` empty rows (reusing free storage rows when there are any)."""
         if n <= 0:
             return
-        for store in (self.k, self.v):
-            for i, t in enumerate(store):
-                pad = torch.zeros(n, *t.shape[1:], dtype=t.dtype, device=t.device)
-                store[i] = torch.cat([t, pad], dim=0)
+        self.reserve(self.capacity, self.batch_size + n)
         self._set_lengths(self.host_lengths + [0] * n)
 
     def copy_prefix_from(self, other: "KVCache", src_row: int, dst_row: int, length: int) -> None:
         """Make row `dst_row` hold the first `length` positions of `other`'s row `src_row` (exact prefix reuse)."""
         if length > other.host_lengths[src_row]:
             raise ValueError(f"copy_prefix_from: source row holds {other.host_lengths[src_row]} < {length} positions")
-        self._reserve(length)
+        self.reserve(length)
         for i in range(self.num_layers):
-            self.k[i][dst_row, :, :length] = other.k[i][src_row, :, :length]
-            self.v[i][dst_row, :, :length] = other.v[i][src_row, :, :length]
+            self._k[i][dst_row, :, :length] = other._k[i][src_row, :, :length]
+            self._v[i][dst_row, :, :length] = other._v[i][src_row, :, :length]
         host = list(self.host_lengths)
         host[dst_row] = length
         self._set_lengths(host)

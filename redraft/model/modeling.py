@@ -57,7 +57,7 @@ class LLaDA2MoeModelLM(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
-                attn_mask: Tensor | None = None, cache: KVCache | None = None) -> ModelOutput:
+                attn_mask: Tensor | None = None, cache: KVCache | None = None, static_cache: bool = False) -> ModelOutput:
         """Run a window of tokens.
 
         input_ids: [B, T]. position_ids: [B, T] absolute positions (default 0..T-1, or continuing each cached row).
@@ -65,6 +65,8 @@ class LLaDA2MoeModelLM(nn.Module):
         attn_mask: explicit bool mask [B or 1, 1, T, S+T] (True = attend), used instead of `layout`
             (the training objective's two-stream layout); no cache with it.
         cache: committed keys/values the window attends to (read only; commit with `cache.commit(out.new_kv, ...)`).
+        static_cache: attend over all `cache.capacity` slots (masked by length) instead of the longest row, so the
+            shapes do not depend on host-side lengths (CUDA-graph capture, see `cuda_graphs.py`).
         """
         bsz, t = input_ids.shape
         if position_ids is None:
@@ -73,7 +75,7 @@ class LLaDA2MoeModelLM(nn.Module):
         if attn_mask is None:
             if layout is None:
                 layout = BlockLayout(block_length=int(position_ids.max()) + 1 if t else 1)
-            width = cache.width if cache is not None else 0
+            width = 0 if cache is None else (cache.capacity if static_cache else cache.width)
             lengths = cache.lengths if cache is not None else None
             attn_mask = window_mask(position_ids, layout, lengths, width)
         elif attn_mask.dim() == 2:
@@ -82,7 +84,7 @@ class LLaDA2MoeModelLM(nn.Module):
         cos, sin = self.model.rotary_emb(position_ids, h.dtype)
         new_kv: list[KV] = []
         for i, layer in enumerate(self.model.layers):
-            past = cache.layer(i) if cache is not None else None
+            past = cache.layer(i, full=static_cache) if cache is not None else None
             if self.gradient_checkpointing and self.training:
                 h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, use_reentrant=False)
             else:

@@ -56,7 +56,7 @@ class ExpertBank(nn.Module):
         self.gate_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
         self.up_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
-        self.use_grouped_mm = False
+        self.use_grouped_mm: bool | None = None  # None: automatic (CUDA, bf16, Hopper or newer)
 
     # -- official names in the state dict -------------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -89,13 +89,27 @@ class ExpertBank(nn.Module):
                     unexpected_keys.append(key)
 
     # -- compute -------------------------------------------------------------------------------------------
+    def _grouped_ok(self, x: Tensor) -> bool:
+        if not x.is_cuda or not hasattr(torch, "_grouped_mm"):
+            return False
+        if self.use_grouped_mm is not None:
+            return self.use_grouped_mm
+        return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
+
     def forward(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
-        """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H]."""
-        if self.use_grouped_mm and x_sorted.is_cuda:
+        """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H].
+
+        Paths: grouped matmul (CUDA, bf16, Hopper+); padded batched matmul while a CUDA graph is being captured
+        (no host sync; E/k times the work, for small models or dtypes without grouped matmul); otherwise a loop over
+        experts with one host sync per layer.
+        """
+        if self._grouped_ok(x_sorted):
             offs = counts.cumsum(0).to(torch.int32)
             gate = torch._grouped_mm(x_sorted, self.gate_proj.transpose(1, 2), offs=offs)
             up = torch._grouped_mm(x_sorted, self.up_proj.transpose(1, 2), offs=offs)
             return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
+        if x_sorted.is_cuda and torch.cuda.is_current_stream_capturing():
+            return self._padded(x_sorted, counts)
         out = torch.empty_like(x_sorted)
         start = 0
         for e, n in enumerate(counts.tolist()):  # one host sync per layer, not per expert
@@ -105,6 +119,17 @@ class ExpertBank(nn.Module):
                 out[start:start + n] = F.linear(h, self.down_proj[e])
                 start += n
         return out
+
+
+    def _padded(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+        m = x_sorted.shape[0]
+        ends = counts.cumsum(0)
+        expert = torch.searchsorted(ends, torch.arange(m, device=x_sorted.device), right=True)
+        rank = torch.arange(m, device=x_sorted.device) - (ends - counts)[expert]
+        buf = x_sorted.new_zeros(self.num_experts, m, x_sorted.shape[1])
+        buf[expert, rank] = x_sorted
+        h = F.silu(torch.bmm(buf, self.gate_proj.transpose(1, 2))) * torch.bmm(buf, self.up_proj.transpose(1, 2))
+        return torch.bmm(h, self.down_proj.transpose(1, 2))[expert, rank]
 
 
 class MoE(nn.Module):

@@ -1,0 +1,94 @@
+"""CUDA-graph replay of the model's cached forward: one captured graph per (batch, window, cache storage) shape.
+
+A decode step at a real model's shape launches thousands of small kernels; on an H100 the host side (Python and
+launches) costs several times the GPU work. `CUDAGraphRunner` has the model's call signature: for a cached window
+forward on CUDA under no_grad it copies the inputs into static buffers and replays a captured graph; anything else
+(CPU, training, explicit masks, no cache) runs the model eagerly. The cache is read over its whole capacity
+(`static_cache=True`, masked by the per-row lengths), so nothing in the graph depends on host-side lengths; a
+`KVCache` keeps its storage addresses while rows leave and join, and a new graph is captured when the storage
+grows. Outputs are static buffers, valid until the next call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .kv_cache import KVCache
+from .masks import BlockLayout
+from .modeling import LLaDA2MoeModelLM, ModelOutput
+
+
+@dataclass
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    ids: Tensor
+    pos: Tensor
+    key_limit: Tensor | None
+    valid: Tensor | None
+    out: ModelOutput
+
+
+class CUDAGraphRunner:
+    """Drop-in for `model(...)` that replays CUDA graphs for cached window forwards."""
+
+    def __init__(self, model: LLaDA2MoeModelLM, max_graphs: int = 128):
+        self.model = model
+        self.config = model.config
+        self.max_graphs = max_graphs
+        self._graphs: dict[tuple, _Captured] = {}
+        self._pool = None
+
+    def __getattr__(self, name):  # parameters(), eval(), ... of the wrapped model
+        return getattr(self.__dict__["model"], name)
+
+    @property
+    def num_graphs(self) -> int:
+        return len(self._graphs)
+
+    def __call__(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
+                 attn_mask: Tensor | None = None, cache: KVCache | None = None) -> ModelOutput:
+        if (not input_ids.is_cuda or cache is None or attn_mask is not None or layout is None
+                or torch.is_grad_enabled() or self.model.training):
+            return self.model(input_ids, position_ids, layout, attn_mask=attn_mask, cache=cache)
+        if position_ids is None:
+            position_ids = cache.lengths[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        key = (tuple(input_ids.shape), cache.capacity, cache.max_rows, cache._k[0].data_ptr(), layout.block_length,
+               layout.key_limit is not None, layout.valid is not None)
+        cap = self._graphs.get(key)
+        if cap is None:
+            if len(self._graphs) >= self.max_graphs:
+                self._graphs.clear()  # storage moved on; old graphs refer to freed buffers
+            cap = self._capture(input_ids, position_ids, layout, cache)
+            self._graphs[key] = cap
+        cap.ids.copy_(input_ids)
+        cap.pos.copy_(position_ids)
+        if cap.key_limit is not None:
+            cap.key_limit.copy_(layout.key_limit)
+        if cap.valid is not None:
+            cap.valid.copy_(layout.valid)
+        cap.graph.replay()
+        return cap.out
+
+    def _capture(self, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout, cache: KVCache) -> _Captured:
+        ids, pos = input_ids.clone(), position_ids.clone()
+        key_limit = layout.key_limit.clone() if layout.key_limit is not None else None
+        valid = layout.valid.clone() if layout.valid is not None else None
+        static_layout = BlockLayout(layout.block_length, key_limit=key_limit, valid=valid)
+
+        def run() -> ModelOutput:
+            return self.model(ids, pos, static_layout, cache=cache, static_cache=True)
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up outside the graph (allocator, lazy init)
+                run()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = run()
+        self._pool = graph.pool()
+        return _Captured(graph, ids, pos, key_limit, valid, out)
