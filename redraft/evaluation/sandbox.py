@@ -191,9 +191,11 @@ def run_program(source: str, config: SandboxConfig | None = None, *, files: Mapp
         if drop is not None:
             for p in (work, *work.iterdir()):
                 os.chown(p, *drop)
+        # as `nobody`, run the real interpreter file (a venv's symlink may sit in a directory nobody cannot enter);
+        # its prefix (bin/..) is what the mount namespace exposes
+        python = os.path.realpath(config.python) if drop is not None else config.python
         cfg = {"workdir": str(work), "report": str(out / "report.jsonl"), "stage": str(stage),
-               "prefix": sys.base_prefix if config.python == sys.executable else str(Path(config.python).parents[1]),
-               "python": config.python, "drop_to": drop, "network": config.network,
+               "prefix": str(Path(python).parents[1]), "python": python, "drop_to": drop, "network": config.network,
                "isolate_fs": config.isolate_fs, "entry": PROGRAM, "boot": BOOT,
                "limits": {"cpu_s": config.cpu_s, "memory_bytes": config.memory_mb * 2**20,
                           "file_bytes": max(config.file_bytes, config.output_bytes),
