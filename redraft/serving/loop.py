@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import torch
+
 from redraft.decoding import DecodeConfig, StepEvent
 
 from .metrics import ServingMetrics
@@ -132,8 +134,9 @@ class EngineLoop:
     # ------------------------------------------------------------------------------------------ loop thread
     def _run(self) -> None:
         try:
-            while self._iterate():
-                pass
+            with torch.inference_mode():  # serving never needs autograd; cache tensors stay inference tensors
+                while self._iterate():
+                    pass
         except Exception as e:  # an engine bug: fail every request instead of hanging them
             log.exception("engine loop failed; the server stops accepting requests")
             self._fail_all(f"engine failure: {type(e).__name__}: {e}")
@@ -178,6 +181,8 @@ class EngineLoop:
             if e.finished:
                 del self._active[e.request_id]
                 self._done(e.request_id)
+                if e.result is not None and e.result.finish_reason == "cancelled":
+                    self.metrics.cancelled.inc()
             s.sink.put(e)
         scheduler = self.engine.scheduler
         self.metrics.batch_size.set(scheduler.num_running)

@@ -118,6 +118,7 @@ class ServingMetrics:
         self.requests = Counter("redraft_requests_total", "Finished generation requests by endpoint and finish "
                                 "reason.", lock)
         self.errors = Counter("redraft_request_errors_total", "Requests answered with an error, by HTTP status.", lock)
+        self.cancelled = Counter("redraft_cancelled_total", "Choices cancelled (client gone, shutdown).", lock)
         self.prompt_tokens = Counter("redraft_prompt_tokens_total", "Prompt tokens of finished requests.", lock)
         self.generation_tokens = Counter("redraft_generation_tokens_total", "Generated tokens of finished choices.",
                                          lock)
@@ -134,7 +135,7 @@ class ServingMetrics:
                               "text.", lock, _LATENCY)
         self.step_time = Histogram("redraft_engine_step_seconds", "Duration of one engine step.", lock,
                                    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-        self._all = [self.requests, self.errors, self.prompt_tokens, self.generation_tokens, self.steps,
+        self._all = [self.requests, self.errors, self.cancelled, self.prompt_tokens, self.generation_tokens, self.steps,
                      self.row_forwards, self.queue_depth, self.batch_size, self.tpf, self.latency, self.ttft,
                      self.step_time]
 
