@@ -69,8 +69,12 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _common(p: argparse.ArgumentParser, default_tasks: str, default_n: int) -> None:
-    p.add_argument("model", nargs="?", default=None,
-                   help="checkpoint directory or hub id (default: the bundled tiny model)")
+    if p.prog.split()[-1] == "results":
+        p.add_argument("model", help="checkpoint of the T2T-trained model (e.g. redraft/assets/tiny)")
+        p.add_argument("twin", help="checkpoint of its M2T-only twin")
+    else:
+        p.add_argument("model", nargs="?", default=None,
+                       help="checkpoint directory or hub id (default: the bundled tiny model)")
     p.add_argument("--tasks", type=_csv(str, "--tasks"), default=default_tasks.split(","),
                    help=f"comma-separated tasks from {', '.join(list_tasks())} (default {default_tasks})")
     p.add_argument("--n", type=int, default=default_n, help="eval examples per task and seed")
@@ -104,6 +108,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, default=Path("bench-out"), help="output directory")
     b.set_defaults(func=run_bench)
 
+    r = subparsers.add_parser("results", help="reproduce the paper's claims C1-C3 into docs/RESULTS.md",
+                              description="Fresh runs of a T2T-trained model and its M2T-only twin over several "
+                                          "seeds: C1 speedy vs quality, C2 editing at matched TPF, C3 MBE off/on.")
+    _common(r, DEFAULT_EVAL_TASKS, 50)
+    r.set_defaults(seeds=[0, 1, 2])
+    r.add_argument("--tau-mask", type=_csv(float, "--tau-mask"), default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                   help="tau_mask sweep of every arm (for the matched-TPF comparison)")
+    r.add_argument("--mbe-blocks", type=int, default=1, help="k of the Multi-Block Editing rows")
+    r.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="Markdown file to write")
+    r.set_defaults(func=run_results_cmd)
+
 
 def run_eval(args: argparse.Namespace) -> int:
     from redraft.evaluation.harness import evaluate
@@ -135,4 +150,28 @@ def run_bench(args: argparse.Namespace) -> int:
     md = write_markdown(report, args.out / "bench.md", png.name)
     print(to_markdown(report, png.name))
     print(f"wrote {js}, {md} and {png}", file=sys.stderr)
+    return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    parts = ["redraft results", args.model, args.twin, f"--tasks {','.join(args.tasks)}", f"--n {args.n}",
+             f"--seeds {','.join(map(str, args.seeds))}", f"--tau-mask {','.join(f'{t:g}' for t in args.tau_mask)}",
+             f"--mbe-blocks {args.mbe_blocks}", f"--batch-size {args.batch_size}", f"--device {args.device}",
+             *(f"--set {s}" for s in args.set), f"--out {args.out}"]
+    return " ".join(p for p in parts if p)
+
+
+def run_results_cmd(args: argparse.Namespace) -> int:
+    from redraft.evaluation.results import ResultsSettings, run_results
+    from redraft.evaluation.results_output import write_results
+
+    settings = ResultsSettings(tasks=tuple(args.tasks), n=args.n, seeds=tuple(args.seeds),
+                               batch_size=args.batch_size, tau_masks=tuple(args.tau_mask),
+                               mbe_blocks=args.mbe_blocks, overrides=parse_sets(args.set))
+    model = resolve_model(args.model)
+    with progress_bar("results") as progress:
+        res = run_results(model, args.twin, settings, progress=progress, device=args.device)
+    path = write_results(res, args.out, _command_line(args), args.device)
+    print(path.read_text())
+    print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -1,0 +1,160 @@
+"""docs/RESULTS.md writer: the C1-C3 tables with spread, a verdict per claim from the numbers, and the speed/score
+plot of every sweep arm (PNG)."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from redraft.evaluation.report import EvalReport, mean_std, pm
+from redraft.evaluation.results import ARMS, Results, seed_means
+
+# C1 "score down a little": the mean score may drop by at most this much (absolute) for the claim to hold
+C1_MAX_DROP = 0.10
+
+
+def _ms(report: EvalReport, metric: str) -> tuple[float, float]:
+    return mean_std(seed_means(report, metric))
+
+
+def _task_rows(reports: dict[str, EvalReport], tasks: list[str]) -> list[str]:
+    names = list(reports)
+    lines = ["| task | " + " | ".join(f"{n} score | {n} TPF" for n in names) + " |",
+             "|---|" + "---|---|" * len(names)]
+    for task in tasks:
+        cells = []
+        for n in names:
+            s = reports[n].summary()[task]
+            cells.append(f"{pm(s['score'], s['score_std'], 3)} | {pm(s['tpf'], s['tpf_std'], 2)}")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    cells = [f"**{pm(*_ms(reports[n], 'score'), 3)}** | **{pm(*_ms(reports[n], 'tpf'), 2)}**" for n in names]
+    lines.append("| **mean over tasks** | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _c1(res: Results) -> list[str]:
+    q, s = res.reports["quality"], res.reports["speedy"]
+    (qs, _), (ss, _) = _ms(q, "score"), _ms(s, "score")
+    (qt, _), (st, _) = _ms(q, "tpf"), _ms(s, "tpf")
+    holds = st > qt and qs - ss <= C1_MAX_DROP
+    verdict = (f"Speedy/quality TPF ratio {st / qt:.2f}x, score change {ss - qs:+.3f}. The claim (TPF up, score down "
+               f"by at most {C1_MAX_DROP}) **{'reproduces' if holds else 'does not reproduce'}**.")
+    return ["## C1: S Mode (speedy) vs Q Mode (quality)", "",
+            *_task_rows({"quality": q, "speedy": s}, q.tasks()), "", verdict, ""]
+
+
+def _c2(res: Results) -> list[str]:
+    targets = {"Q Mode TPF": _ms(res.reports["quality"], "tpf")[0], "S Mode TPF": _ms(res.reports["speedy"], "tpf")[0]}
+    lines = ["## C2: T2T training is what makes editing useful (matched TPF)", "",
+             "Each arm is swept over tau_mask " + ", ".join(f"{t:g}" for t in res.settings.tau_masks) + "; its score "
+             "is interpolated (piecewise linear in TPF, per seed) at the TPF the T2T model reaches in Q Mode and in "
+             "S Mode. `n/a` = the arm never reaches that TPF.", "",
+             "| arm | TPF range | " + " | ".join(f"score at {k} = {v:.2f}" for k, v in targets.items()) + " |",
+             "|---|---|" + "---|" * len(targets)]
+    at: dict[tuple[str, str], float | None] = {}
+    for arm, _, _ in ARMS:
+        lo, hi = res.tpf_range(arm)
+        cells = []
+        for k, v in targets.items():
+            m = res.matched(arm, v)
+            at[(arm, k)] = None if m is None else m[0]
+            cells.append("n/a" if m is None else pm(m[0], m[1], 3))
+        lines.append(f"| {arm} | {lo:.2f}–{hi:.2f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k in targets:
+        main_e, main_off = at[(ARMS[0][0], k)], at[(ARMS[2][0], k)]
+        twin_e, twin_off = at[(ARMS[3][0], k)], at[(ARMS[4][0], k)]
+        if None in (main_e, main_off, twin_e, twin_off):
+            lines.append(f"* At {k}: not every arm reaches this TPF; no verdict.")
+            continue
+        checks = [("T2T model with editing beats the twin with editing", main_e > twin_e),
+                  ("T2T model with editing beats the twin without editing", main_e > twin_off),
+                  ("editing helps the T2T model", main_e > main_off),
+                  ("editing helps the twin less than the T2T model", twin_e - twin_off < main_e - main_off)]
+        lines.append(f"* At {k}: " + "; ".join(f"{c}: **{'yes' if ok else 'no'}**" for c, ok in checks) +
+                     f" (T2T {main_e:.3f} / {main_off:.3f} with/without editing; twin {twin_e:.3f} / "
+                     f"{twin_off:.3f}).")
+    return lines + [""]
+
+
+def _c3(res: Results) -> list[str]:
+    r = res.reports
+    k = res.settings.mbe_blocks
+    reps = {"quality": r["quality"], f"quality+MBE{k}": r["quality+mbe"], "speedy": r["speedy"],
+            f"speedy+MBE{k}": r["speedy+mbe"]}
+    lines = ["## C3: Multi-Block Editing off vs on", "", *_task_rows(reps, r["quality"].tasks()), ""]
+    for mode in ("quality", "speedy"):
+        (a, _), (b, _) = _ms(r[mode], "score"), _ms(r[mode + "+mbe"], "score")
+        (ta, _), (tb, _) = _ms(r[mode], "tpf"), _ms(r[mode + "+mbe"], "tpf")
+        mbe = _ms(r[mode + "+mbe"], "mbe_edits_per_token")[0]
+        lines.append(f"* {mode}: MBE changes the score by {b - a:+.3f} and TPF by {tb - ta:+.2f} "
+                     f"({mbe:.3f} MBE edits per token); score up: **{'yes' if b > a else 'no'}**.")
+    return lines + [""]
+
+
+def plot_arms(res: Results, path: str | Path) -> Path:
+    """Score against TPF for every sweep arm (one line per arm, points = tau_mask), Q/S Mode marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5.2))
+    ax = fig.subplots()
+    styles = ["-o", "-s", ":o", "--^", ":v"]
+    colours = ["tab:blue", "tab:purple", "tab:cyan", "tab:orange", "tab:red"]
+    for (arm, _, _), style, colour in zip(ARMS, styles, colours):
+        pts = [(mean_std(seed_means(r, "tpf"))[0], mean_std(seed_means(r, "score"))[0], tm)
+               for tm, r in res.sweep[arm]]
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, label=arm, ms=5)
+        for x, y, tm in pts:
+            ax.annotate(f"{tm:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=colour)
+    for name in ("quality", "speedy"):
+        x, y = _ms(res.reports[name], "tpf")[0], _ms(res.reports[name], "score")[0]
+        ax.scatter(x, y, s=170, facecolors="none", edgecolors="black", linewidths=1.5, zorder=5)
+        ax.annotate({"quality": "Q Mode", "speedy": "S Mode"}[name], (x, y), textcoords="offset points",
+                    xytext=(7, -12), fontsize=8)
+    ax.set_xlabel("TPF (tokens per forward) — faster →")
+    ax.set_ylabel(f"score, mean over {len(res.settings.tasks)} tasks")
+    ax.set_title(f"speed vs score (labels = tau_mask; n={res.settings.n} x {len(res.settings.seeds)} seeds)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _sweep_table(res: Results) -> list[str]:
+    lines = ["## Appendix: every sweep point", "", "| arm | tau_mask | score | TPF | edits/token |", "|---|---|---|---|---|"]
+    for arm, _, _ in ARMS:
+        for tm, r in res.sweep[arm]:
+            lines.append(f"| {arm} | {tm:g} | {pm(*_ms(r, 'score'), 3)} | {pm(*_ms(r, 'tpf'), 2)} | "
+                         f"{_ms(r, 'edits_per_token')[0]:.3f} |")
+    return lines + [""]
+
+
+def write_results(res: Results, path: str | Path, command: str, device: str) -> Path:
+    """Write RESULTS.md and its plot (`<stem>_pareto.png` beside it)."""
+    path = Path(path)
+    png = plot_arms(res, path.with_name(path.stem.lower() + "_pareto.png"))
+    st = res.settings
+    head = [f"# Results: the LLaDA2.1 claims on redraft's tiny models", "",
+            f"Command: `{command}`  ", f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  ",
+            f"Machine: {platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}), device `{device}`"
+            f"{' (' + torch.cuda.get_device_name() + ')' if device.startswith('cuda') and torch.cuda.is_available() else ''}, "
+            f"torch {torch.__version__}  ",
+            f"Models: T2T model `{res.model}`, M2T-only twin `{res.twin}`  ",
+            f"Tasks: {', '.join(st.tasks)}; {st.n} eval-split examples per task and seed; seeds {list(st.seeds)}; "
+            f"values are mean ± sample std over seeds (per task: of the task's score; means: of the per-seed macro "
+            f"average over tasks). Overrides: {dict(st.overrides) or 'none'}.", "",
+            "Score = exact-match accuracy; TPF = generated tokens per model forward. Verdicts below are computed "
+            "from these numbers, not written by hand.", ""]
+    body = head + _c1(res) + _c2(res) + [f"![speed vs score of every arm]({png.name})", ""] + _c3(res) + \
+        _sweep_table(res)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(body), encoding="utf-8")
+    return path

@@ -1,0 +1,131 @@
+"""Tests for the RESULTS.md reproduction (C1-C3): interpolation at matched TPF, verdicts computed from numbers."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pytest
+
+from redraft.evaluation.results import ARMS, ResultsSettings, interpolate, run_results
+from redraft.evaluation.results_output import write_results
+from redraft.evaluation.tasks import get_task
+
+
+class Tok:
+    eos_token = "<|endoftext|>"
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(i) for i in ids)
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        return self.encode(messages[-1]["content"])
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    t2t_trained: bool
+
+
+@dataclass
+class Stats:
+    forwards: int
+    tokens: int
+    m2t_fills: int
+    t2t_edits: int
+    mbe_edits: int
+
+
+@dataclass
+class Result:
+    token_ids: list
+    text: str
+    finish_reason: str
+    stats: Stats
+
+
+def make_engine(answers, editing_gain_main=0.3, editing_gain_twin=-0.05):
+    """Accuracy rises with tau_mask; editing helps only the T2T-trained model; MBE helps a little. TPF falls
+    with tau_mask."""
+
+    def engine(model, tok, prompts, configs):
+        out = []
+        for ids, c in zip(prompts, configs):
+            prompt = tok.decode(ids)
+            u = int(hashlib.sha256(f"{prompt}|{c.seed}".encode()).hexdigest()[:8], 16) / 2**32
+            gain = (editing_gain_main if model.t2t_trained else editing_gain_twin) * (1 - c.tau_edit / 2)
+            p = 0.2 + 0.7 * c.tau_mask + (gain if c.editing else 0.0) + 0.05 * c.mbe_blocks
+            text = answers[prompt] if u < p else "wrong"
+            tokens = 10
+            forwards = round(tokens * (0.2 + c.tau_mask) * 4) + (1 if c.editing else 0)
+            out.append(Result(tok.encode(text), text, "eos", Stats(forwards, tokens, tokens, 1 if c.editing else 0,
+                                                                    1 if c.mbe_blocks else 0)))
+        return out
+    return engine
+
+
+@pytest.fixture(scope="module")
+def results():
+    settings = ResultsSettings(tasks=("addition", "sorting"), n=30, seeds=(0, 1, 2), batch_size=30,
+                               tau_masks=(0.3, 0.5, 0.7, 0.9))
+    tok, answers = Tok(), {}
+    for name in settings.tasks:
+        task = get_task(name)
+        for s in settings.seeds:
+            for e in task.examples(settings.n, seed=s, split="eval"):
+                answers[tok.decode(task.prompt_ids(e, tok))] = e.answer
+    return run_results(FakeModel(True), FakeModel(False), settings, generate_fn=make_engine(answers),
+                       tokenizer=tok, twin_tokenizer=tok)
+
+
+def test_interpolate():
+    pts = [(2.0, 0.5), (1.0, 0.9), (3.0, 0.1)]
+    assert interpolate(pts, 1.5) == pytest.approx(0.7)
+    assert interpolate(pts, 3.0) == pytest.approx(0.1)
+    assert interpolate(pts, 3.5) is None and interpolate(pts, 0.5) is None
+
+
+def test_results_structure_and_matching(results):
+    assert set(results.reports) == {"quality", "speedy", "quality+mbe", "speedy+mbe"}
+    assert [a for a, _, _ in ARMS] == list(results.sweep)
+    assert all(len(v) == 4 for v in results.sweep.values())
+    q_tpf = sum(r.tpf for r in results.reports["quality"].runs) / len(results.reports["quality"].runs)
+    main_e, twin_e = results.matched(ARMS[0][0], q_tpf), results.matched(ARMS[3][0], q_tpf)
+    assert main_e is not None and twin_e is not None and main_e[0] > twin_e[0] and main_e[1] >= 0.0
+    lo, hi = results.tpf_range(ARMS[0][0])
+    assert results.matched(ARMS[0][0], hi * 1.5) is None and lo < hi
+
+
+def test_results_markdown_verdicts(results, tmp_path):
+    path = write_results(results, tmp_path / "RESULTS.md", "redraft results a b", "cpu")
+    md = path.read_text()
+    assert "Command: `redraft results a b`" in md and "seeds [0, 1, 2]" in md
+    assert "## C1" in md and "**reproduces**" in md
+    assert "## C2" in md and "beats the twin with editing: **yes**" in md and "**no**" not in md.split("## C3")[0]
+    assert "## C3" in md and "score up: **yes**" in md
+    assert (tmp_path / "results_pareto.png").stat().st_size > 10_000 and "results_pareto.png" in md
+
+
+def test_verdict_fails_when_editing_does_not_help(tmp_path):
+    settings = ResultsSettings(tasks=("addition",), n=20, seeds=(0, 1, 2), batch_size=20, tau_masks=(0.3, 0.9))
+    tok, answers = Tok(), {}
+    task = get_task("addition")
+    for s in settings.seeds:
+        for e in task.examples(settings.n, seed=s, split="eval"):
+            answers[tok.decode(task.prompt_ids(e, tok))] = e.answer
+    res = run_results(FakeModel(True), FakeModel(False), settings, tokenizer=tok, twin_tokenizer=tok,
+                      generate_fn=make_engine(answers, editing_gain_main=-0.2, editing_gain_twin=0.0))
+    md = write_results(res, tmp_path / "R.md", "x", "cpu").read_text()
+    assert "editing helps the T2T model: **no**" in md
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="seeds"):
+        ResultsSettings(seeds=(1, 1))
+    with pytest.raises(ValueError, match="tau_masks"):
+        ResultsSettings(tau_masks=(0.5,))
+    with pytest.raises(ValueError, match="mbe_blocks"):
+        ResultsSettings(mbe_blocks=0)
