@@ -114,6 +114,7 @@ def test_network_connection_blocked(network):
         src = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')"
         r = run_program(src, SandboxConfig(timeout_s=5.0, network=network))
         assert r.status is Status.FAILED and "connected" not in r.stdout
+        assert "Network is unreachable" in r.reason, r.reason
         assert any(p in r.protections for p in ("network-namespace", "socket creation blocked"))
         with pytest.raises(BlockingIOError):
             server.accept()
@@ -162,3 +163,24 @@ def test_humaneval_canonical_solutions_all_pass():
     results = task.run(examples, [e.answer for e in examples])
     failures = [(e.key, r.status, r.reason) for e, r in zip(examples, results) if not r.passed]
     assert failures == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop only applies when started as root")
+def test_programs_run_as_fresh_unprivileged_uids():
+    a, b = run_many(["import os; print(os.getuid(), os.getgid(), os.getgroups())"] * 2, FAST, workers=2)
+    assert a.passed and b.passed, (a.stderr, b.stderr)
+    uid_a, uid_b = int(a.stdout.split()[0]), int(b.stdout.split()[0])
+    assert uid_a != 0 and uid_b != 0 and uid_a != uid_b and a.stdout.split()[2] == "[]"
+    named = run_program("import os; print(os.getuid())", SandboxConfig(user="nobody"))
+    assert named.passed and named.stdout.strip() == str(__import__("pwd").getpwnam("nobody").pw_uid)
+    with pytest.raises(ValueError, match="user"):
+        run_program("pass", SandboxConfig(user="no-such-user-xyz"))
+
+
+def test_fallback_without_namespaces_still_blocks_sockets_and_limits():
+    cfg = SandboxConfig(timeout_s=5.0, cpu_s=1.0, isolate_fs=False, network="block", user="")
+    r = run_program("import socket\ntry:\n    socket.socket()\nexcept OSError as e:\n    print('blocked', e.errno)",
+                    cfg)
+    assert r.passed and r.stdout.startswith("blocked 101") and "socket creation blocked" in r.protections
+    assert not any("namespace" in p for p in r.protections)
+    assert run_program("while True:\n    pass", cfg).status is Status.TIMEOUT

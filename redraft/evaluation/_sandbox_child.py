@@ -22,6 +22,8 @@ MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 _KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 LIBC = ctypes.CDLL(None, use_errno=True)
+# user="unique": uid = gid = this base + the launcher's pid (unique among running sandboxes, unused on the host)
+UNIQUE_ID_BASE = 0x20000000
 
 
 def _check(ret, what):
@@ -174,6 +176,12 @@ def main():
     report = open(cfg["report"], "w", buffering=1)
     applied, failed = [], []
     try:
+        if cfg["drop_to"] == "unique":
+            cfg["drop_to"] = [UNIQUE_ID_BASE + os.getpid()] * 2
+        if cfg["drop_to"] is not None:
+            work = cfg["workdir"]
+            for path in [work] + [os.path.join(work, f) for f in os.listdir(work)]:
+                os.chown(path, *cfg["drop_to"])
         net, mnt, pid_ns = _namespaces(cfg, applied)
         if mnt:
             _isolate_fs(cfg, applied, failed)

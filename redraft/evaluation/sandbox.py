@@ -3,7 +3,7 @@
 Isolation, strongest first, each applied where the OS allows (`SandboxResult.protections` lists what was applied):
 network namespace (no interfaces but a down loopback) or, failing that, socket creation blocked in a preamble;
 mount namespace with every mount read-only except the fresh working directory; PID namespace whose PID 1 kills all
-leftovers; privileges dropped to `nobody` when started as root. Always: rlimits on CPU time, address space, file
+leftovers; privileges dropped to a fresh uid/gid per program when started as root. Always: rlimits on CPU time, address space, file
 size (which caps stdout/stderr, written to files), processes and open files; a wall-clock limit; the process group
 killed at the end; the temporary directory deleted.
 """
@@ -29,15 +29,21 @@ CHILD = Path(__file__).with_name("_sandbox_child.py")
 PROGRAM = "main.py"
 BOOT = "_redraft_boot.py"
 _NO_SOCKET_PREAMBLE = """import runpy, socket, sys, _socket
+
+
 def _refuse(*args, **kwargs):
     raise OSError(101, "Network is unreachable (network disabled by the redraft sandbox)")
+
+
 class _NoSocket(socket.socket):
     def __init__(self, *args, **kwargs):
         _refuse()
-socket.socket = _socket.socket = _NoSocket
-socket.create_connection = socket.socketpair = socket.fromfd = socket.getaddrinfo = _refuse
+
+
+socket.socket = socket.SocketType = _socket.socket = _NoSocket
+for _name in ("create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
+    setattr(socket, _name, _refuse)
 sys.argv = [%r]
-del _refuse, _NoSocket
 runpy.run_path(%r, run_name="__main__")
 """ % (PROGRAM, PROGRAM)
 
@@ -59,7 +65,9 @@ class SandboxConfig:
 
     network: "deny" (network namespace, else socket creation blocked), "block" (socket creation blocked only) or
     "allow". isolate_fs: mount + PID namespaces (read-only filesystem outside the working dir, leftovers killed).
-    drop_user: user to run as when started as root ("" keeps root). output_bytes: how much stdout/stderr is kept;
+    user: who runs the program when started as root: "unique" (a fresh uid/gid per program, owning nothing on the
+        host and unable to signal other sandboxes; RLIMIT_NPROC then counts this program's processes only), a user
+        name (e.g. "nobody"), or "" to keep root. output_bytes: how much stdout/stderr is kept;
     file_bytes: the largest file (stdout/stderr included) the program may write before it is stopped.
     """
 
@@ -72,7 +80,7 @@ class SandboxConfig:
     open_files: int = 256
     network: str = "deny"
     isolate_fs: bool = True
-    drop_user: str = "nobody"
+    user: str = "unique"
     python: str = sys.executable
 
     def __post_init__(self) -> None:
@@ -109,17 +117,20 @@ class SandboxResult:
         return self.status is Status.PASSED
 
 
-def _drop_ids(config: SandboxConfig) -> tuple[int, int] | None:
-    if os.geteuid() != 0 or not config.drop_user:
+def _drop_spec(config: SandboxConfig) -> str | list[int] | None:
+    """None (keep the current user), "unique" (the launcher picks UNIQUE_ID_BASE + its pid) or [uid, gid]."""
+    if os.geteuid() != 0 or not config.user:
         return None
+    if config.user == "unique":
+        return "unique"
     try:
-        entry = pwd.getpwnam(config.drop_user)
+        entry = pwd.getpwnam(config.user)
     except KeyError:
-        raise ValueError(f"drop_user must name an existing user, got {config.drop_user!r}") from None
-    return entry.pw_uid, entry.pw_gid
+        raise ValueError(f"user must be 'unique', '' or an existing user name, got {config.user!r}") from None
+    return [entry.pw_uid, entry.pw_gid]
 
 
-def _process_allowance(config: SandboxConfig, drop: tuple[int, int] | None) -> int:
+def _process_allowance(config: SandboxConfig, drop: str | list[int] | None) -> int:
     """RLIMIT_NPROC counts all processes of the real uid: add what the uid already runs when it is not dropped."""
     if drop is not None:
         return config.processes
@@ -174,7 +185,7 @@ def run_program(source: str, config: SandboxConfig | None = None, *, files: Mapp
                 stdin: str | None = None) -> SandboxResult:
     """Run Python `source` in a fresh sandbox; `files` are extra text files placed in its working directory."""
     config = config or SandboxConfig()
-    drop = _drop_ids(config)
+    drop = _drop_spec(config)
     root = Path(tempfile.mkdtemp(prefix="redraft-sandbox-"))
     start = time.monotonic()
     proc = None
@@ -188,10 +199,7 @@ def run_program(source: str, config: SandboxConfig | None = None, *, files: Mapp
                 raise ValueError(f"files key must be a plain file name, got {name!r}")
             (work / name).write_text(text, encoding="utf-8")
         (work / BOOT).write_text(_NO_SOCKET_PREAMBLE, encoding="utf-8")
-        if drop is not None:
-            for p in (work, *work.iterdir()):
-                os.chown(p, *drop)
-        # as `nobody`, run the real interpreter file (a venv's symlink may sit in a directory nobody cannot enter);
+        # unprivileged, run the real interpreter file (a venv's symlink may sit in a directory it cannot enter);
         # its prefix (bin/..) is what the mount namespace exposes
         python = os.path.realpath(config.python) if drop is not None else config.python
         cfg = {"workdir": str(work), "report": str(out / "report.jsonl"), "stage": str(stage),
