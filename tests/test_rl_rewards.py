@@ -33,8 +33,27 @@ def test_combined_reward_weights_and_parts():
     assert total == [expected0, 0.0]
 
 
+def my_reward(prompt: str, completion: str, sample) -> float:
+    return float(len(completion))
+
+
+def test_python_and_length_rewards():
+    fn = RewardSpec("python", config={"function": "test_rl_rewards:my_reward"}).build()
+    assert fn("", "abc", None) == 3.0
+    factory = RewardSpec("python", config={"function": "redraft.rl.rewards:format_reward", "pattern": "a+"}).build()
+    assert factory("", "aaa", None) == 1.0
+    with pytest.raises(ValueError, match="package.module:name"):
+        RewardSpec("python", config={"function": "nocolon"}).build()
+    with pytest.raises(ValueError, match="cannot import"):
+        RewardSpec("python", config={"function": "redraft.rl.rewards:nope"}).build()
+    length = RewardSpec("length", config={"target": 4}).build()
+    assert length("", " abcd ", None) == 0.0 and length("", "ab", None) == -0.5
+    with pytest.raises(ValueError, match="target"):
+        RewardSpec("length", config={"target": 0}).build()
+
+
 def test_registry_is_extensible_and_errors_name_the_kind():
-    assert {"task", "format", "code"} <= set(REWARDS)
+    assert {"task", "format", "code", "length", "python"} <= set(REWARDS)
     with pytest.raises(ValueError, match="reward kind"):
         RewardSpec("nope").build()
     with pytest.raises(ValueError, match="bad config"):

@@ -12,6 +12,9 @@ coefficient c_i = ∂loss/∂log π_θ(y_i), then for each level n one forward +
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -82,10 +85,13 @@ class StepStats:
 
 
 def ebpo_backward(model: nn.Module, batch: SequenceBatch, old_logp: Tensor, advantages: Tensor, row_weight: Tensor,
-                  elbo: ElboConfig, cfg: LossConfig, mask_id: int, ref_logp: Tensor | None = None) -> StepStats:
+                  elbo: ElboConfig, cfg: LossConfig, mask_id: int, ref_logp: Tensor | None = None,
+                  no_sync: Callable[[], AbstractContextManager] | None = None) -> StepStats:
     """Accumulate the exact gradient of the EBPO loss (eq. 4-5) into `.grad`, one level at a time.
 
     old_logp, ref_logp, advantages, row_weight: [B] float32 (ref_logp only with kl_coef > 0).
+    no_sync: a context (e.g. DDP's `no_sync`) entered around every level's backward but the last, so gradients are
+    reduced across processes once (it wraps each level's forward and backward).
     """
     norm = normalizer(batch, elbo).to(old_logp.device)
     with torch.no_grad():
@@ -96,9 +102,11 @@ def ebpo_backward(model: nn.Module, batch: SequenceBatch, old_logp: Tensor, adva
         kl = k3(ref_logp - logp) if ref_logp is not None else torch.zeros_like(logp)
         loss = (row_weight * (-clipped_surrogate(log_ratio, advantages, cfg) + cfg.kl_coef * kl)).sum()
     for n in range(elbo.num_levels):
-        noised = noise_level(batch, n, elbo, mask_id)
-        terms = level_block_terms(model, batch, noised, elbo.block_length)
-        (coef * noised.weight.float() * terms.sum(-1) / norm).sum().backward()
+        last = n == elbo.num_levels - 1
+        with no_sync() if (no_sync is not None and not last) else contextlib.nullcontext():  # forward + backward
+            noised = noise_level(batch, n, elbo, mask_id)
+            terms = level_block_terms(model, batch, noised, elbo.block_length)
+            (coef * noised.weight.float() * terms.sum(-1) / norm).sum().backward()
     clipped = is_clipped(ratio, advantages, cfg) & (row_weight > 0)
     return StepStats(loss=float(loss), rows=int(batch.input_ids.shape[0]), clipped=int(clipped.sum()),
                      ratio_sum=float(ratio.sum()), ratio_min=float(ratio.min()), ratio_max=float(ratio.max()),

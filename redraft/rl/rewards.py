@@ -5,15 +5,20 @@
   task:   the evaluation task's exact scorer, `get_task(name, **config).score(sample, completion)` (the accuracy);
   format: 1.0 when the stripped completion fully matches a regular expression (e.g. digits only), else 0.0;
   code:   HumanEval-style: prompt + completion + meta["test"] + check(meta["entry_point"]) run in the sandbox,
-          1.0 if it passes. Code rewards score a whole batch in parallel (`score_batch`).
-To add a kind: `REWARDS["mine"] = lambda **kw: my_fn` (or pass any callable to `CombinedReward`).
+          1.0 if it passes. Code rewards score a whole batch in parallel (`score_batch`);
+  length: −|len(completion) − target| / scale (brevity shaping);
+  python: any importable function "package.module:name" (or a factory called with the config).
+To add a reward: write the function and name it with kind "python" in the config, or pass
+`(name, weight, fn)` terms to `CombinedReward` from Python.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 RewardFn = Callable[[str, str, Any], float]
@@ -82,7 +87,39 @@ class CodeReward:
             return [1.0 if r.passed else 0.0 for r in pool.run(sources)]
 
 
-REWARDS: dict[str, Callable[..., RewardFn]] = {"task": task_reward, "format": format_reward, "code": CodeReward}
+def length_reward(target: int, scale: float | None = None) -> RewardFn:
+    """−|len(stripped completion) − target| / scale characters (scale defaults to target): a brevity shaping term."""
+    if not isinstance(target, int) or target < 1:
+        raise ValueError(f"length reward: target must be an int >= 1, got {target!r}")
+    denom = float(scale if scale is not None else target)
+    if not denom > 0:
+        raise ValueError(f"length reward: scale must be > 0, got {scale!r}")
+
+    def reward(prompt: str, completion: str, sample: Any) -> float:
+        return -abs(len(completion.strip()) - target) / denom
+
+    return reward
+
+
+def python_reward(function: str, **kwargs: Any) -> RewardFn:
+    """Any importable reward, "package.module:name": the function itself, or `name(**kwargs)` when kwargs are given
+    (a factory). The way to add a reward from a config file without touching this module."""
+    module_name, sep, attr = function.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"python reward: function must look like 'package.module:name', got {function!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"python reward: cannot import {function!r} ({e})") from None
+    fn = obj(**kwargs) if kwargs else obj
+    if not callable(fn):
+        raise ValueError(f"python reward: {function!r} is not callable")
+    return fn
+
+
+REWARDS: Mapping[str, Callable[..., RewardFn]] = MappingProxyType({
+    "task": task_reward, "format": format_reward, "code": CodeReward, "length": length_reward,
+    "python": python_reward})
 
 
 @dataclass(frozen=True)
