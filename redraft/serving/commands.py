@@ -32,9 +32,8 @@ def register(subparsers) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .app import create_app
+    from .server import run_server
     from .settings import ServerSettings
 
     model = Path(args.model)
@@ -48,6 +47,5 @@ def serve(args: argparse.Namespace) -> int:
                               default_max_tokens=args.default_max_tokens, default_mode=args.mode,
                               max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout)
     app = create_app(model, settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=args.shutdown_timeout)
+    run_server(app, host=args.host, port=args.port, log_level=args.log_level, shutdown_timeout=args.shutdown_timeout)
     return 0

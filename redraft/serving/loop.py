@@ -78,6 +78,7 @@ class EngineLoop:
         self._cancels: set[str] = set()
         self._num_in_flight = 0
         self._accepting = True
+        self._cancel_all = False
         self._stopping = False
         self._active: dict[str, Submission] = {}  # loop thread only
         self._thread: threading.Thread | None = None
@@ -119,13 +120,22 @@ class EngineLoop:
             self._cancels |= ids
             self._cond.notify()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Refuse new work, let in-flight choices finish for up to `timeout` s, cancel the rest, join the thread.
-        Blocking: call it from a worker thread (`asyncio.to_thread`) when an event loop is running."""
+    def drain(self, timeout: float = 10.0, cancel_timeout: float = 10.0) -> None:
+        """Refuse new work (NotAccepting), let in-flight choices finish for up to `timeout` s, then cancel the rest
+        and wait (up to `cancel_timeout` s) until their requests got the cancellation. Blocking: call it from a
+        worker thread (`asyncio.to_thread`) when an event loop is running."""
+        idle = lambda: self._num_in_flight == 0 or self._thread is None or not self._thread.is_alive()  # noqa: E731
         with self._cond:
             self._accepting = False
-            self._cond.wait_for(lambda: self._num_in_flight == 0 or self._thread is None
-                                or not self._thread.is_alive(), timeout=timeout)
+            if not self._cond.wait_for(idle, timeout=timeout):
+                self._cancel_all = True
+                self._cond.notify()
+                self._cond.wait_for(idle, timeout=cancel_timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """`drain`, then end the loop thread."""
+        self.drain(timeout)
+        with self._cond:
             self._stopping = True
             self._cond.notify()
         if self._thread is not None:
@@ -143,14 +153,15 @@ class EngineLoop:
 
     def _iterate(self) -> bool:
         with self._cond:
-            while not (self._inbox or self._cancels or self._stopping or self.engine.has_work()):
+            while not (self._inbox or self._cancels or self._stopping or self._cancel_all or self.engine.has_work()):
                 self._cond.wait()
             adds, self._inbox = self._inbox, []
             cancels, self._cancels = self._cancels, set()
-            stopping = self._stopping
+            stopping, cancel_all = self._stopping, self._cancel_all
+            self._cancel_all = False
         for s in adds:
             self._add(s)
-        if stopping:
+        if stopping or cancel_all:
             cancels |= set(self._active)
         for rid in cancels:
             if rid in self._active:
