@@ -49,7 +49,8 @@ class RLConfig:
     prompts and whose eval split gives held-out accuracy. train_pool: distinct train prompts drawn once (seed).
     steps: rollout iterations; prompts_per_step P (each sampled rollout.group_size times); epochs: optimisation
     passes per rollout batch; minibatch_size: rows per optimiser step (0 = all rows of the batch);
-    micro_batch_size: rows per forward. eval_size / eval_seed / eval_every: greedy held-out accuracy."""
+    micro_batch_size: rows per forward. eval_size / eval_seed / eval_every: greedy held-out accuracy (eval_sampled:
+    also at the rollout temperature, logged with a `_sampled` suffix)."""
 
     init_from: str = ""
     output_dir: str = "runs/rl"
@@ -71,6 +72,7 @@ class RLConfig:
     eval_size: int = 128
     eval_seed: int = 0
     eval_every: int = 10
+    eval_sampled: bool = False
     save_every: int = 10
     keep_checkpoints: int = 2
     seed: int = 0

@@ -55,10 +55,12 @@ class EBPORecipe:
         self.tokenizer = load_tokenizer(source)
         model = load_model(source, dtype=torch.float32).to(info.device).train()
         self.model_config = model.config
-        self.model = wrap_model(model, cfg.parallel, info)
         sharded = info.is_distributed and cfg.parallel == "fsdp"
-        # decoding runs rank-locally (rows differ per rank), so under FSDP2 it uses an unsharded copy
-        self.rollout_model = copy.deepcopy(model) if sharded else unwrap(self.model)
+        # decoding runs rank-locally (rows differ per rank), so under FSDP2 it uses an unsharded copy (made before
+        # `fully_shard`, which works in place; refreshed from the sharded model before each rollout)
+        plain = copy.deepcopy(model) if sharded else None
+        self.model = wrap_model(model, cfg.parallel, info)
+        self.rollout_model = plain if plain is not None else unwrap(self.model)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr,
                                            betas=(o.beta1, o.beta2), eps=o.eps)
@@ -220,12 +222,17 @@ class EBPORecipe:
         if model is not unwrap(self.model):
             load_full_state(model, full_state(self.model))
         model.eval()
-        m = heldout_accuracy(model, self.tokenizer, self.task, self.eval_samples, self.eval_prompts, self.cfg.rollout)
-        model.train()
         k = len(self.eval_samples)
         total = max(self._sum(k), 1.0)
-        return {key: self._sum(m.get(key, 0.0) * k) / total for key in
-                ("eval_accuracy", "eval_tpf", "eval_forwards", "eval_tokens")}
+        out: dict[str, float] = {}
+        temperatures = [(0.0, "")] + ([(self.cfg.rollout.temperature, "_sampled")] if self.cfg.eval_sampled else [])
+        for temperature, suffix in temperatures:
+            m = heldout_accuracy(model, self.tokenizer, self.task, self.eval_samples, self.eval_prompts,
+                                 self.cfg.rollout, temperature=temperature)
+            for key in ("eval_accuracy", "eval_tpf", "eval_forwards", "eval_tokens"):
+                out[key + suffix] = self._sum(m.get(key, 0.0) * k) / total
+        model.train()
+        return out
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
