@@ -124,3 +124,15 @@ def test_key_limit_window_layout(parity_dir):
         mask = (pos[None, :] < torch.where(pos < BL, BL, 3 * BL)[:, None])
         ref = model(ids, pos[None], attn_mask=mask).logits
     assert (out.logits - ref[:, BL:]).abs().max() <= 1e-5
+
+
+def test_cache_made_in_inference_mode_can_be_updated_outside(parity_dir):
+    """Regression: in-place compaction of inference tensors outside inference mode used to raise."""
+    model = load_model(parity_dir / "model")
+    with torch.inference_mode():
+        cache = KVCache.for_model(model, 2)
+        out = model(_ids(2, BL), layout=BlockLayout(BL))
+    cache.commit(out.new_kv, [BL, BL])
+    cache.select([1])
+    cache.add_rows(1)
+    assert cache.host_lengths == [BL, 0]

@@ -7,12 +7,27 @@ computed (no extra forward); `select` drops finished rows; `add_rows` appends em
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 KV = tuple[Tensor, Tensor]
+
+
+def _same_mode(method):
+    """Run a mutating method in inference mode when the storage was made in inference mode (in-place updates of
+    inference tensors are refused outside it), so callers may mix `torch.inference_mode` and `torch.no_grad`."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        ctx = torch.inference_mode() if self._k[0].is_inference() else contextlib.nullcontext()
+        with ctx:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class KVCache:
@@ -85,6 +100,7 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._k + self._v)
 
+    @_same_mode
     def reserve(self, capacity: int, rows: int | None = None) -> None:
         """Grow storage to at least `capacity` slots and `rows` rows (a no-op when already that large)."""
         rows = max(rows or 0, self.max_rows)
@@ -101,11 +117,13 @@ class KVCache:
             lengths[: self._lengths.shape[0]] = self._lengths
             self._lengths = lengths
 
+    @_same_mode
     def _set_lengths(self, host: list[int]) -> None:
         self.host_lengths = host
         if host:
             self._lengths[: len(host)].copy_(torch.tensor(host, dtype=torch.long), non_blocking=True)
 
+    @_same_mode
     def commit(self, new_kv: Sequence[KV], counts: Sequence[int], starts: Sequence[int] | None = None,
                rows: Sequence[int] | None = None) -> None:
         """Append window positions [starts[i], starts[i]+counts[i]) of `new_kv` row i to cache row rows[i].
@@ -139,6 +157,7 @@ class KVCache:
             self._v[i][db, :, dt] = v[sb, :, st].to(self.dtype)
         self._set_lengths(host)
 
+    @_same_mode
     def select(self, rows: Sequence[int]) -> None:
         """Keep only `rows`, in that order (drops finished rows); compacts in place, storage stays put."""
         rows = list(rows)
@@ -153,6 +172,7 @@ class KVCache:
                 t[: len(rows), :, :w] = t[:, :, :w].index_select(0, idx)
         self._set_lengths(host)
 
+    @_same_mode
     def add_rows(self, n: int) -> None:
         """Append `n` empty rows (reusing free storage rows when there are any)."""
         if n <= 0:
@@ -160,6 +180,7 @@ class KVCache:
         self.reserve(self.capacity, self.batch_size + n)
         self._set_lengths(self.host_lengths + [0] * n)
 
+    @_same_mode
     def copy_prefix_from(self, other: "KVCache", src_row: int, dst_row: int, length: int) -> None:
         """Make row `dst_row` hold the first `length` positions of `other`'s row `src_row` (exact prefix reuse)."""
         if length > other.host_lengths[src_row]:
@@ -172,6 +193,7 @@ class KVCache:
         host[dst_row] = length
         self._set_lengths(host)
 
+    @_same_mode
     def truncate(self, row: int, length: int) -> None:
         """Forget positions >= `length` of `row`."""
         host = list(self.host_lengths)
