@@ -1,0 +1,132 @@
+"""Model runner: builds one forward window per row, runs the model, decides the step, commits K/V. Owns the caches.
+
+Window of a row (absolute positions [cache_blocks*L, (block+1)*L)):
+  commit copies  [cache_blocks, edit_start): final tokens, block-causal (key_limit = own block end); their K/V are
+                  committed after the forward, so the cache always equals a block-causal recompute on final tokens;
+  editable window [edit_start, block]: key_limit = window end (bidirectional inside the window; with
+                  mbe_blocks = 0 this is the current block alone, i.e. the official block-causal forward).
+Rows are right-padded to the longest window (padding keys are invisible). One host sync per step: the `.tolist()`
+of the decided window tokens and M2T/T2T masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from redraft.model import BlockLayout, KVCache
+
+from .policy import decide
+from .row import Row
+from .sampling import top_tokens
+
+
+@dataclass
+class StepResult:
+    """Host-side result per row: the editable window after the step and its M2T / T2T masks (0/1)."""
+
+    windows: list[list[int]]
+    m2t: list[list[int]]
+    t2t: list[list[int]]
+
+
+class ModelRunner:
+    def __init__(self, model, mask_id: int, use_cache: bool = True):
+        self.model = model
+        self.mask_id = mask_id
+        self.use_cache = use_cache
+        self.device = next(model.parameters()).device
+        self.caches: dict[int, KVCache] = {}  # one per block length (one running batch each)
+
+    def cache(self, block_length: int) -> KVCache | None:
+        if not self.use_cache:
+            return None
+        if block_length not in self.caches:
+            self.caches[block_length] = KVCache.for_model(self.model, 0)
+        return self.caches[block_length]
+
+    def keep_rows(self, block_length: int, rows: list[int]) -> None:
+        """Keep only these cache rows, in this order (finished rows leave)."""
+        cache = self.cache(block_length)
+        if cache is not None and rows != list(range(cache.batch_size)):
+            cache.select(rows)
+
+    @torch.inference_mode()
+    def run(self, rows: list[Row], had_mask: list[bool], prefill: bool) -> StepResult:
+        """One forward over `rows` (all rows of the batch, in cache order; or newly joining rows when `prefill`)."""
+        L = rows[0].block_length
+        dev, mask_id = self.device, self.mask_id
+        cache = self.cache(L)
+        if prefill and cache is not None:
+            offset = cache.batch_size
+            cache.add_rows(len(rows))
+        start = [r.cache_blocks * L for r in rows]
+        edit = [r.edit_start * L for r in rows]
+        end = [(r.block + 1) * L for r in rows]
+        num_copy = [e - s for s, e in zip(start, edit)]
+        num_edit = [e - s for s, e in zip(edit, end)]
+        width, e_width = max(e - s for s, e in zip(start, end)), max(num_edit)
+
+        ids = torch.tensor([r.canvas[s:e] + [mask_id] * (width - (e - s)) for r, s, e in zip(rows, start, end)],
+                           dtype=torch.long, device=dev)
+        as_t = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
+        start_t, copy_t, end_t = as_t(start), as_t(num_copy), as_t(end)
+        steps = torch.arange(width, device=dev)
+        positions = start_t[:, None] + steps[None]
+        own_block_end = (positions // L + 1) * L
+        key_limit = torch.where(steps[None] < copy_t[:, None], own_block_end, end_t[:, None])
+        valid = positions < end_t[:, None]
+        layout = BlockLayout(L, key_limit=key_limit, valid=valid)
+        out = self.model(ids, positions, layout, cache=None if prefill else cache)
+
+        # the editable window of each row: [B, E]
+        e_steps = torch.arange(e_width, device=dev)
+        idx = (copy_t[:, None] + e_steps[None]).clamp(max=width - 1)
+        logits = out.logits.gather(1, idx[:, :, None].expand(-1, -1, out.logits.shape[-1]))
+        tokens = ids.gather(1, idx)
+        e_pos = positions.gather(1, idx)
+        prompt_len = as_t([r.prompt_len for r in rows])
+        e_valid = e_steps[None] < as_t(num_edit)[:, None]
+        frozen = ~e_valid | ((e_pos < prompt_len[:, None]) & (tokens != mask_id))
+
+        cfgs = [r.config for r in rows]
+        forbid = None
+        if any(c.forbid_mask_token for c in cfgs):
+            forbid = torch.zeros(len(rows), logits.shape[-1], dtype=torch.bool, device=dev)
+            forbid[:, mask_id] = torch.tensor([c.forbid_mask_token for c in cfgs], device=dev)
+        top, prob = top_tokens(logits, [c.temperature for c in cfgs], [c.top_k for c in cfgs],
+                               [c.top_p for c in cfgs], [r.generator for r in rows], num_edit, forbid)
+        previous = None
+        if any(r.previous is not None for r in rows):
+            previous = torch.tensor([(r.previous[a:b] if r.previous is not None else [-1] * (b - a))
+                                     + [-1] * (e_width - (b - a)) for r, a, b in zip(rows, edit, end)],
+                                    dtype=torch.long, device=dev)
+        max_ngram = max(c.stutter_ngram for c in cfgs)
+        f32 = lambda xs: torch.tensor(xs, dtype=torch.float32, device=dev)  # noqa: E731
+        res = decide(tokens, top, prob, frozen, mask_id=mask_id,
+                     tau_mask=f32([c.tau_mask for c in cfgs]), tau_edit=f32([c.tau_edit for c in cfgs]),
+                     num_to_transfer=as_t([c.num_to_transfer for c in cfgs]),
+                     editing=torch.tensor([c.editing for c in cfgs], device=dev), previous=previous,
+                     stutter_ngram=as_t([c.stutter_ngram for c in cfgs]) if max_ngram else None,
+                     max_ngram=max_ngram)
+        host = torch.stack([res.tokens, res.m2t.long(), res.t2t.long()]).tolist()  # the step's one sync
+        result = StepResult(*([row[:n] for row, n in zip(part, num_edit)] for part in host))
+
+        if cache is not None:
+            self._commit(rows, cache, out.new_kv, num_copy, result, had_mask, offset if prefill else 0)
+        return result
+
+    def _commit(self, rows: list[Row], cache: KVCache, new_kv: list[tuple[Tensor, Tensor]], num_copy: list[int],
+                result: StepResult, had_mask: list[bool], offset: int) -> None:
+        """Commit the copies; with mbe_blocks = 0 also the current block when this step ends it (no mask at the
+        start, no edit: the forward ran on its final tokens with the block-causal layout)."""
+        L = rows[0].block_length
+        counts = []
+        for r, n, mask, t2t in zip(rows, num_copy, had_mask, result.t2t):
+            ends_now = not mask and not any(t2t)
+            counts.append(n + (L if ends_now and r.config.mbe_blocks == 0 else 0))
+        cache.commit(new_kv, counts, rows=[offset + i for i in range(len(rows))])
+        for r, c in zip(rows, counts):
+            r.cache_blocks += c // L
