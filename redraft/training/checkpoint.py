@@ -1,8 +1,9 @@
 """Trainer checkpoints: a Hugging Face model folder (loadable by `load_model`) plus the exact-resume state.
 
 Layout of `OUTPUT/checkpoints/step_00000100/`: config.json, model.safetensors (float32, exact), tokenizer files,
-`trainer.json` (step, config), `trainer_state_rank{r}.pt` (optimiser state and noise RNG of rank r; sharded under
-FSDP2, so resume with the same world size), and `COMPLETE`, written last: a folder without it is ignored.
+`trainer.json` (step, world size, config), `trainer_state_rank{r}.safetensors` + `.json` (optimiser state and noise
+RNG of rank r, no pickle: see `resume_state.py`; sharded under FSDP2, so resume with the same world size), and
+`COMPLETE`, written last: a folder without it is ignored.
 The learning rate is a pure function of the step and the data order a pure function of (seed, step), so the step
 restores both.
 """
@@ -21,6 +22,7 @@ from redraft.model import LLaDA2MoeModelLM, save_model
 from redraft.model.tokenizer import Tokenizer
 
 from .distributed import DistInfo, barrier, full_state, load_full_state
+from .resume_state import load_resume_state, save_resume_state
 
 COMPLETE = "COMPLETE"
 
@@ -54,8 +56,7 @@ def save_checkpoint(output_dir: str | Path, step: int, model: nn.Module, config,
         shutil.rmtree(path)
     barrier(info)
     export_model(model, config, path, tokenizer, torch.float32, info)
-    torch.save({"optimizer": optimizer.state_dict(), "rng": gen.get_state(), "step": step},
-               path / f"trainer_state_rank{info.rank}.pt")
+    save_resume_state(path, info.rank, optimizer, gen, step)
     barrier(info)
     if info.is_main:
         (path / "trainer.json").write_text(json.dumps({"step": step, "world_size": info.world_size, **meta},
@@ -68,13 +69,10 @@ def save_checkpoint(output_dir: str | Path, step: int, model: nn.Module, config,
     return path
 
 
-def load_trainer_state(path: Path, info: DistInfo) -> dict[str, Any]:
+def load_trainer_state(path: Path, info: DistInfo, optimizer: torch.optim.Optimizer, gen: torch.Generator) -> int:
+    """Restore this rank's optimiser and noise generator from checkpoint `path` in place; returns its step."""
     meta = json.loads((path / "trainer.json").read_text())
     if meta.get("world_size", 1) != info.world_size:
         raise ValueError(f"{path}: saved with world_size {meta.get('world_size')}, resuming with {info.world_size} "
                          "(the optimiser state is sharded per rank)")
-    state_file = path / f"trainer_state_rank{info.rank}.pt"
-    if not state_file.exists():
-        raise ValueError(f"{path}: no {state_file.name}")
-    # our own file: it holds optimiser state (DTensors under FSDP2), so it is not a weights-only pickle
-    return torch.load(state_file, map_location="cpu", weights_only=False)
+    return load_resume_state(path, info.rank, optimizer, gen)

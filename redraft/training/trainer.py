@@ -101,10 +101,7 @@ class Trainer:
                                            betas=(o.beta1, o.beta2), eps=o.eps)
         self.gen = torch.Generator(info.device).manual_seed(cfg.seed * 1000 + info.rank)
         if ckpt is not None:
-            state = load_trainer_state(ckpt, info)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.gen.set_state(state["rng"])
-            self.start_step = int(state["step"])
+            self.start_step = load_trainer_state(ckpt, info, self.optimizer, self.gen)
         special = set(tok.special_ids)
         allowed = torch.tensor([i for i in range(tok.vocab_size) if i not in special], dtype=torch.long)
         self.objective = DiffusionObjective(cfg.noise, tok.mask_id, allowed)
