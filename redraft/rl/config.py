@@ -48,7 +48,9 @@ class RLConfig:
     init_from; loaded only when loss.kl_coef > 0). task / task_config: the synthetic task whose train split gives the
     prompts and whose eval split gives held-out accuracy. train_pool: distinct train prompts drawn once (seed).
     steps: rollout iterations; prompts_per_step P (each sampled rollout.group_size times); epochs: optimisation
-    passes per rollout batch; minibatch_size: rows per optimiser step (0 = all rows of the batch);
+    passes per rollout batch; group_noise: the G samples of a prompt share their ELBO mask seed (coupled noise:
+    aligned positions are masked alike, so shared tokens cancel between positive and negative advantages instead of
+    adding variance; off = a seed per row); minibatch_size: rows per optimiser step (0 = all rows of the batch);
     micro_batch_size: rows per forward. eval_size / eval_seed / eval_every: greedy held-out accuracy (eval_sampled:
     also at the rollout temperature, logged with a `_sampled` suffix)."""
 
@@ -67,6 +69,7 @@ class RLConfig:
     optim: OptimConfig = field(default_factory=_rl_optim)
     steps: int = 100
     epochs: int = 1
+    group_noise: bool = True
     minibatch_size: int = 0
     micro_batch_size: int = 16
     eval_size: int = 128

@@ -133,7 +133,7 @@ class EBPORecipe:
             self.rollout_model, self.tokenizer, [self.pool.prompt_ids[i] for i in local],
             [self.pool.samples[i] for i in local], self.reward, cfg.rollout,
             seeds=[derive_seed(cfg.seed, "decode", step, r) for r in rows],
-            mask_seeds=[derive_seed(cfg.seed, "mask", step, r) for r in rows],
+            mask_seeds=[derive_seed(cfg.seed, "mask", step, r // g if cfg.group_noise else r) for r in rows],
             advantage_method=cfg.advantages.method, skip_zero_variance=cfg.advantages.skip_zero_variance)
         batch.old_logp = self._logp(self.rollout_model, batch)
         if self.ref_model is not None:
