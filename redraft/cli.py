@@ -23,14 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"redraft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    missing: dict[str, str] = {}
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name and (e.name == name or name.startswith(e.name + ".")):
+                continue  # that area is not part of this install
+            if e.name and not e.name.startswith("redraft"):
+                missing[name.split(".")[1]] = e.name  # a third-party dependency is missing: leave the verbs out
                 continue
             raise
         module.register(sub)
+    if missing:
+        parser.epilog = "unavailable here (missing dependency): " + ", ".join(
+            f"{area} (needs {dep})" for area, dep in sorted(missing.items()))
     return parser
 
 
