@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -78,11 +79,14 @@ def loop_loss(model, batch: TrainBatch, block_length: int, gen: torch.Generator)
 
 
 def time_steps(step, repeats: int) -> float:
-    step()  # warm-up
-    t0 = time.perf_counter()
+    """Median seconds of `repeats` steps after one warm-up step (the median resists a shared machine's noise)."""
+    step()
+    times = []
     for _ in range(repeats):
+        t0 = time.perf_counter()
         step()
-    return (time.perf_counter() - t0) / repeats
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def measure(model, bsz: int, seq_len: int, block_length: int, noise: NoiseConfig, repeats: int,
@@ -119,7 +123,7 @@ def gpu_runs(cfg, model_cfg: LLaDA2MoeConfig) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small batch, short rows, one timed step")
+    ap.add_argument("--quick", action="store_true", help="small batch, short rows, two timed steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the results to this file")
     args = ap.parse_args()
@@ -128,7 +132,7 @@ def main() -> None:
     vocab = json.loads((ROOT / "redraft/assets/tiny/config.json").read_text())["vocab_size"]
     model_cfg = LLaDA2MoeConfig(**{**cfg.model, "vocab_size": vocab, "torch_dtype": "float32"})
     model = LLaDA2MoeModelLM(model_cfg).train()
-    bsz, seq_len, repeats = (2, 128, 1) if args.quick else (8, cfg.data.seq_len, 3)
+    bsz, seq_len, repeats = (2, 128, 2) if args.quick else (8, cfg.data.seq_len, 5)
     bl = cfg.block_length
     m2t = replace(cfg.noise, t2t_ratio=0.0, keep_weight=0.0, mtf_turns=1)
     variants = [("vectorised M2T", m2t, False), ("vectorised M2T+T2T", replace(cfg.noise, mtf_turns=1), False),
