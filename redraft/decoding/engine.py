@@ -15,23 +15,26 @@ import torch
 from .config import DecodeConfig
 from .results import GenerationResult, StepEvent
 from .row import Row, Status
-from .runner import ModelRunner
+from .runner import ModelRunner, PrefixIndex
 from .scheduler import Scheduler
 from .stopping import find_stop, held_back
 
 
 class Engine:
     """Decode many requests together. tokenizer: optional (text, stop strings, default mask/eos ids).
-    use_cache: False recomputes every forward from position 0 (the official loop's cost; for checks)."""
+    use_cache: False recomputes every forward from position 0 (the official loop's cost; for checks).
+    prefix_index: optional `PrefixIndex` (e.g. `redraft.serving.PrefixCache`): joining requests reuse the stored
+    K/V of prompt prefixes they share with earlier requests (exact; needs use_cache)."""
 
     def __init__(self, model, tokenizer=None, max_batch_size: int = 32, *, use_cache: bool = True,
-                 mask_id: int | None = None):
+                 mask_id: int | None = None, prefix_index: PrefixIndex | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(max_batch_size)
         self.mask_id = mask_id if mask_id is not None else getattr(tokenizer, "mask_id", None)
         self.runner: ModelRunner | None = None
         self.use_cache = use_cache
+        self.prefix_index = prefix_index
         self.rows: dict[str, Row] = {}
         self._ids = itertools.count()
         self._pending: list[StepEvent] = []
@@ -138,7 +141,7 @@ class Engine:
 
     def _runner(self) -> ModelRunner:
         if self.runner is None:
-            self.runner = ModelRunner(self.model, self.mask_id, self.use_cache)
+            self.runner = ModelRunner(self.model, self.mask_id, self.use_cache, self.prefix_index)
         return self.runner
 
     def _text(self, ids: list[int]) -> str:

@@ -7,11 +7,17 @@ Window of a row (absolute positions [cache_blocks*L, (block+1)*L)):
                   mbe_blocks = 0 this is the current block alone, i.e. the official block-causal forward).
 Rows are right-padded to the longest window (padding keys are invisible). One host sync per step: the `.tolist()`
 of the decided window tokens and M2T/T2T masks.
+
+Prefix reuse (optional `prefix_index`, see `PrefixIndex`): a joining row whose leading whole prompt blocks are
+stored starts with their K/V copied from the store (its window then begins after them); after every join step the
+rows' whole prompt blocks are offered to the store. A prompt block's K/V depend only on the tokens up to its end
+(block-causal commit layout), so reuse is exact.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -32,13 +38,27 @@ class StepResult:
     t2t: list[list[int]]
 
 
+class PrefixIndex(Protocol):
+    """Which store row (slot) holds K/V of a prompt prefix (e.g. `redraft.serving.prefix_cache.PrefixCache`)."""
+
+    num_slots: int
+
+    def lookup(self, tokens: list[int], block_length: int, max_blocks: int) -> tuple[int, int] | None:
+        """(slot, whole blocks) of the longest stored prefix of `tokens`, at most `max_blocks` blocks."""
+
+    def insert(self, tokens: list[int], block_length: int, num_blocks: int) -> int | None:
+        """The slot to fill with the first `num_blocks` blocks' K/V, or None (nothing to store)."""
+
+
 class ModelRunner:
-    def __init__(self, model, mask_id: int, use_cache: bool = True):
+    def __init__(self, model, mask_id: int, use_cache: bool = True, prefix_index: PrefixIndex | None = None):
         self.model = model
         self.mask_id = mask_id
         self.use_cache = use_cache
         self.device = next(model.parameters()).device
         self.caches: dict[int, KVCache] = {}  # one per block length (one running batch each)
+        self.prefix_index = prefix_index if use_cache else None
+        self.prefix_store: KVCache | None = None  # row = slot of `prefix_index`
 
     def cache(self, block_length: int) -> KVCache | None:
         if not self.use_cache:
@@ -59,9 +79,11 @@ class ModelRunner:
         L = rows[0].block_length
         dev, mask_id = self.device, self.mask_id
         cache = self.cache(L)
+        reused = self._reuse_prefixes(rows, L) if prefill and cache is not None else None
         if prefill and cache is not None:
             offset = cache.batch_size
-            cache.add_rows(len(rows))
+            if reused is None:
+                cache.add_rows(len(rows))
         start = [r.cache_blocks * L for r in rows]
         edit = [r.edit_start * L for r in rows]
         end = [(r.block + 1) * L for r in rows]
@@ -79,7 +101,7 @@ class ModelRunner:
         key_limit = torch.where(steps[None] < copy_t[:, None], own_block_end, end_t[:, None])
         valid = positions < end_t[:, None]
         layout = BlockLayout(L, key_limit=key_limit, valid=valid)
-        out = self.model(ids, positions, layout, cache=None if prefill else cache)
+        out = self.model(ids, positions, layout, cache=reused if prefill else cache)
 
         # the editable window of each row: [B, E]
         e_steps = torch.arange(e_width, device=dev)
@@ -114,9 +136,47 @@ class ModelRunner:
         host = torch.stack([res.tokens, res.m2t.long(), res.t2t.long()]).tolist()  # the step's one sync
         result = StepResult(*([row[:n] for row, n in zip(part, num_edit)] for part in host))
 
-        if cache is not None:
+        if reused is not None:  # the joining rows' cache rows were built aside: move them into the batch
+            self._commit(rows, reused, out.new_kv, num_copy, result, had_mask, 0)
+            cache.add_rows(len(rows))
+            for i in range(len(rows)):
+                cache.copy_prefix_from(reused, i, offset + i, reused.host_lengths[i])
+        elif cache is not None:
             self._commit(rows, cache, out.new_kv, num_copy, result, had_mask, offset if prefill else 0)
+        if prefill and cache is not None:
+            self._store_prefixes(rows, cache, offset)
         return result
+
+    def _reuse_prefixes(self, rows: list[Row], L: int) -> KVCache | None:
+        """Cache rows for joining rows, seeded with their stored prompt prefixes (None: no prefix stored)."""
+        if self.prefix_index is None:
+            return None
+        hits = [self.prefix_index.lookup(r.prompt, L, r.first_block) for r in rows]
+        if self.prefix_store is None or not any(hits):
+            return None
+        reused = KVCache.for_model(self.model, len(rows), capacity=rows[0].prompt_len)
+        for i, (r, hit) in enumerate(zip(rows, hits)):
+            if hit is not None:
+                slot, blocks = hit
+                reused.copy_prefix_from(self.prefix_store, slot, i, blocks * L)
+                r.cache_blocks = blocks
+        return reused
+
+    def _store_prefixes(self, rows: list[Row], cache: KVCache, offset: int) -> None:
+        """Offer the joined rows' whole prompt blocks (committed by this join step) to the prefix store."""
+        if self.prefix_index is None:
+            return
+        L = rows[0].block_length
+        for i, r in enumerate(rows):
+            if r.first_block == 0 or r.cache_blocks < r.first_block:
+                continue
+            slot = self.prefix_index.insert(r.prompt, L, r.first_block)
+            if slot is None:
+                continue
+            if self.prefix_store is None:
+                self.prefix_store = KVCache.for_model(self.model, self.prefix_index.num_slots,
+                                                      capacity=r.first_block * L)
+            self.prefix_store.copy_prefix_from(cache, offset + i, slot, r.first_block * L)
 
     def _commit(self, rows: list[Row], cache: KVCache, new_kv: list[tuple[Tensor, Tensor]], num_copy: list[int],
                 result: StepResult, had_mask: list[bool], offset: int) -> None:
