@@ -1,4 +1,4 @@
-"""The engine against the official recompute-everything loop, batch independence, rows leaving, stopping, seeds, stats."""
+"""The engine vs the official recompute-everything loop; batch independence, rows leaving, stops, seeds, stats."""
 
 from __future__ import annotations
 
