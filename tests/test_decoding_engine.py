@@ -178,3 +178,22 @@ def test_cancel_returns_a_result_and_bad_input_names_the_field(model):
         DecodeConfig(tau_mask=1.5)
     with pytest.raises(ValueError, match="num_to_transfer"):
         DecodeConfig(block_length=4, num_to_transfer=5)
+
+
+def test_cuda_graphs_option(model):
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        Engine(model, mask_id=MASK, cuda_graphs=True)
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        Engine(model, mask_id=MASK, cuda_graphs="yes")
+    assert not Engine(model, mask_id=MASK)._runner().cuda_graphs  # None: off on CPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphs_give_the_same_tokens_on_gpu():
+    gpu = tiny_model(seed=0).cuda()
+    cfgs = [CONFIGS[1], CONFIGS[1].replace(tau_mask=0.8, mbe_blocks=1)]
+    prompts = [_prompt(5), _prompt(21, 1)]
+    eager = generate(gpu, None, prompts, cfgs, cuda_graphs=False)
+    graphs = generate(gpu, None, prompts, cfgs, cuda_graphs=True)
+    assert [r.token_ids for r in eager] == [r.token_ids for r in graphs]

@@ -24,10 +24,13 @@ class Engine:
     """Decode many requests together. tokenizer: optional (text, stop strings, default mask/eos ids).
     use_cache: False recomputes every forward from position 0 (the official loop's cost; for checks).
     prefix_index: optional `PrefixIndex` (e.g. `redraft.serving.PrefixCache`): joining requests reuse the stored
-    K/V of prompt prefixes they share with earlier requests (exact; needs use_cache)."""
+    K/V of prompt prefixes they share with earlier requests (exact; needs use_cache).
+    cuda_graphs: replay CUDA graphs for cached window forwards (None = on when the model is on CUDA; True with a
+    model elsewhere is a ValueError)."""
 
     def __init__(self, model, tokenizer=None, max_batch_size: int = 32, *, use_cache: bool = True,
-                 mask_id: int | None = None, prefix_index: PrefixIndex | None = None):
+                 mask_id: int | None = None, prefix_index: PrefixIndex | None = None,
+                 cuda_graphs: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(max_batch_size)
@@ -35,6 +38,11 @@ class Engine:
         self.runner: ModelRunner | None = None
         self.use_cache = use_cache
         self.prefix_index = prefix_index
+        if cuda_graphs is not None and not isinstance(cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}")
+        if cuda_graphs and self._device().type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a model on CUDA, got device {self._device()}")
+        self.cuda_graphs = cuda_graphs
         self.rows: dict[str, Row] = {}
         self._ids = itertools.count()
         self._pending: list[StepEvent] = []
@@ -141,7 +149,8 @@ class Engine:
 
     def _runner(self) -> ModelRunner:
         if self.runner is None:
-            self.runner = ModelRunner(self.model, self.mask_id, self.use_cache, self.prefix_index)
+            self.runner = ModelRunner(self.model, self.mask_id, self.use_cache, self.prefix_index,
+                                      self.cuda_graphs)
         return self.runner
 
     def _text(self, ids: list[int]) -> str:

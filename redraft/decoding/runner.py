@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from redraft.model import BlockLayout, KVCache
+from redraft.model.cuda_graphs import CUDAGraphRunner
 
 from .policy import decide
 from .row import Row
@@ -51,11 +52,20 @@ class PrefixIndex(Protocol):
 
 
 class ModelRunner:
-    def __init__(self, model, mask_id: int, use_cache: bool = True, prefix_index: PrefixIndex | None = None):
+    """cuda_graphs: route cached window forwards (not the joining ones) through `CUDAGraphRunner` (None = when the
+    model is on CUDA). Its outputs are static buffers: a step reads its logits and commits its K/V before the next
+    forward, which `run` does."""
+
+    def __init__(self, model, mask_id: int, use_cache: bool = True, prefix_index: PrefixIndex | None = None,
+                 cuda_graphs: bool | None = None):
         self.model = model
         self.mask_id = mask_id
         self.use_cache = use_cache
         self.device = next(model.parameters()).device
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a model on CUDA, got device {self.device}")
+        self.cuda_graphs = self.device.type == "cuda" and use_cache and cuda_graphs is not False
+        self.cached_forward = CUDAGraphRunner(model) if self.cuda_graphs else model
         self.caches: dict[int, KVCache] = {}  # one per block length (one running batch each)
         self.prefix_index = prefix_index if use_cache else None
         self.prefix_store: KVCache | None = None  # row = slot of `prefix_index`
@@ -101,7 +111,10 @@ class ModelRunner:
         key_limit = torch.where(steps[None] < copy_t[:, None], own_block_end, end_t[:, None])
         valid = positions < end_t[:, None]
         layout = BlockLayout(L, key_limit=key_limit, valid=valid)
-        out = self.model(ids, positions, layout, cache=reused if prefill else cache)
+        if prefill or cache is None:
+            out = self.model(ids, positions, layout, cache=reused if prefill else None)
+        else:
+            out = self.cached_forward(ids, positions, layout, cache=cache)
 
         # the editable window of each row: [B, E]
         e_steps = torch.arange(e_width, device=dev)
