@@ -65,10 +65,10 @@ class EBPORecipe:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr,
                                            betas=(o.beta1, o.beta2), eps=o.eps)
         self.start_step = 0
+        # every seed is derived from (seed, step, row): this generator only fills the trainer's checkpoint slot
+        self.gen = torch.Generator().manual_seed(cfg.seed)
         if ckpt is not None:
-            state = load_trainer_state(ckpt, info)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.start_step = int(state["step"])
+            self.start_step = load_trainer_state(ckpt, info, self.optimizer, self.gen)
         self.ref_model = None
         if cfg.loss.kl_coef > 0:
             ref = load_model(cfg.reference_from or cfg.init_from, dtype=torch.float32).to(info.device).eval()
@@ -257,8 +257,8 @@ class EBPORecipe:
                 record["elapsed_s"] = round(time.perf_counter() - t0, 1)
                 self.log.write(record)
                 if step % cfg.save_every == 0 or step == cfg.steps:
-                    save_checkpoint(self.out, step, self.model, self.model_config, self.optimizer,
-                                    torch.Generator().manual_seed(cfg.seed), self.tokenizer,
+                    save_checkpoint(self.out, step, self.model, self.model_config, self.optimizer, self.gen,
+                                    self.tokenizer,
                                     {"config": cfg.to_dict(), "recipe": "ebpo"}, info, cfg.keep_checkpoints)
                 if stop_after is not None and step - self.start_step >= stop_after:
                     return record
