@@ -2,7 +2,8 @@
 
 Measures trained tokens/s (rows x seq_len per second, forward + backward + AdamW step) of the vectorised
 [x_t ; x_0] objective (`redraft.training.objective`) for the model of configs/tiny.yaml on synthetic rows, in three
-variants: M2T only, M2T + T2T, and the shipped config (M2T + T2T + keep + MTF, whose extra turn is a no-grad forward).
+variants: M2T only, M2T + T2T, and the shipped config (M2T + T2T + keep + MTF, whose extra turn is a no-grad forward),
+timed round-robin and reported as the best step (and the median) because the CPU may be shared.
 For context it also times the per-block loop that the two-stream mask replaces (one forward per block over the clean
 prefix + that noisy block, M2T only). It then reads the committed GPU training summaries of the bundled model and its
 twin and converts them to hardware FLOP/s with the FLOP model below (matmul FLOPs of the active parameters over both
@@ -78,19 +79,8 @@ def loop_loss(model, batch: TrainBatch, block_length: int, gen: torch.Generator)
     return total / masked.float().sum().clamp(min=1)
 
 
-def time_steps(step, repeats: int) -> float:
-    """Median seconds of `repeats` steps after one warm-up step (the median resists a shared machine's noise)."""
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def measure(model, bsz: int, seq_len: int, block_length: int, noise: NoiseConfig, repeats: int,
-            loop: bool = False) -> float:
+def make_step(model, bsz: int, seq_len: int, block_length: int, noise: NoiseConfig, loop: bool):
+    """One training step (loss, backward, AdamW) of a variant on a fixed synthetic batch."""
     gen = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     batch = synthetic_batch(bsz, seq_len, vocab, seq_len // 8, gen)
@@ -103,7 +93,21 @@ def measure(model, bsz: int, seq_len: int, block_length: int, noise: NoiseConfig
         optim.step()
         optim.zero_grad(set_to_none=True)
 
-    return bsz * seq_len / time_steps(step, repeats)
+    return step
+
+
+def measure(steps: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per step of every variant, interleaved round by round after one warm-up each, so that load from other
+    processes on a shared machine hits every variant alike; the minimum is the least disturbed estimate."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def gpu_runs(cfg, model_cfg: LLaDA2MoeConfig) -> list[dict]:
@@ -132,21 +136,23 @@ def main() -> None:
     vocab = json.loads((ROOT / "redraft/assets/tiny/config.json").read_text())["vocab_size"]
     model_cfg = LLaDA2MoeConfig(**{**cfg.model, "vocab_size": vocab, "torch_dtype": "float32"})
     model = LLaDA2MoeModelLM(model_cfg).train()
-    bsz, seq_len, repeats = (2, 128, 2) if args.quick else (8, cfg.data.seq_len, 5)
+    bsz, seq_len, repeats = (2, 128, 2) if args.quick else (8, cfg.data.seq_len, 4)
     bl = cfg.block_length
     m2t = replace(cfg.noise, t2t_ratio=0.0, keep_weight=0.0, mtf_turns=1)
     variants = [("vectorised M2T", m2t, False), ("vectorised M2T+T2T", replace(cfg.noise, mtf_turns=1), False),
                 ("vectorised M2T+T2T+MTF (config)", cfg.noise, False), ("per-block loop M2T (reference)", m2t, True)]
-    rows = []
-    for name, noise, loop in variants:
-        tps = measure(model, bsz, seq_len, bl, noise, repeats, loop)
-        rows.append({"objective": name, "tokens_per_s": round(tps, 1)})
+    steps = {name: make_step(model, bsz, seq_len, bl, noise, loop) for name, noise, loop in variants}
+    times = measure(steps, repeats)
+    rows = [{"objective": name, "tokens_per_s": round(bsz * seq_len / min(ts), 1),
+             "tokens_per_s_median": round(bsz * seq_len / statistics.median(ts), 1),
+             "seconds": [round(t, 3) for t in ts]} for name, ts in times.items()]
     base = rows[0]["tokens_per_s"]
     print(f"CPU, {args.threads} threads, batch {bsz} x {seq_len}, block {bl}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params (train step: fwd+bwd+AdamW)")
-    print(f"{'objective':36s} {'tokens/s':>10s} {'vs M2T':>7s}")
+    print(f"{'objective':36s} {'tokens/s':>10s} {'median':>8s} {'vs M2T':>7s}")
     for r in rows:
-        print(f"{r['objective']:36s} {r['tokens_per_s']:10.0f} {r['tokens_per_s'] / base:7.2f}")
+        print(f"{r['objective']:36s} {r['tokens_per_s']:10.0f} {r['tokens_per_s_median']:8.0f} "
+              f"{r['tokens_per_s'] / base:7.2f}")
     gpu = gpu_runs(cfg, model_cfg)
     print("\nGPU runs (committed summaries; both ran at once on one H100, so each had part of it):")
     print(f"{'run':22s} {'tokens':>10s} {'time_s':>7s} {'tokens/s':>9s} {'FLOP/token':>11s} {'TFLOP/s':>8s} {'MFU':>6s}")
