@@ -111,7 +111,7 @@ def hostile_request(rng: random.Random, i: int) -> dict:
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
     args = ["--model-name", "tiny", "--max-model-len", "48", "--default-max-tokens", "2", "--max-body-bytes", "65536",
-            "--max-batch-size", "8", "--max-queue", "8"]
+            "--max-batch-size", "8", "--max-queue", "8", "--threads", "1"]
     with running_server(tiny_checkpoint, args) as s:
         yield s
 

@@ -22,7 +22,8 @@ def _first_text(lines) -> None:
 
 
 def test_full_queue_gives_429_then_recovers(tiny_checkpoint):
-    with running_server(tiny_checkpoint, ["--model-name", "tiny", "--max-batch-size", "1", "--max-queue", "0"]) as s:
+    with running_server(tiny_checkpoint, ["--model-name", "tiny", "--max-batch-size", "1", "--max-queue", "0",
+                                         "--threads", "1"]) as s:
         with httpx.stream("POST", s.api_url + "/completions", json=LONG, timeout=60) as r:
             lines = r.iter_lines()
             _first_text(lines)
@@ -44,7 +45,7 @@ def test_full_queue_gives_429_then_recovers(tiny_checkpoint):
 @pytest.mark.parametrize("finish", [True, False], ids=["finishes", "cancels"])
 def test_graceful_shutdown(tiny_checkpoint, finish):
     timeout = "60" if finish else "1"
-    server = start_server(tiny_checkpoint, ["--model-name", "tiny", "--shutdown-timeout", timeout])
+    server = start_server(tiny_checkpoint, ["--model-name", "tiny", "--shutdown-timeout", timeout, "--threads", "1"])
     try:
         body = dict(LONG, max_tokens=32, block_length=8) if finish else LONG
         plain = {}

@@ -19,6 +19,14 @@ def _prompts() -> list[list[int]]:
     return [SYSTEM + t for t in tails] + [SYSTEM[:20] + [77, 78, 79], SYSTEM[:8] + [1]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: threads only contend on a shared CPU
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_model(seed=3)

@@ -27,13 +27,22 @@ PROMPTS = [f"def f{i}(x):\n    return x {'+-*/%'[i % 5]} {i}" for i in range(32)
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
-    with running_server(tiny_checkpoint, ["--max-batch-size", "32", "--model-name", "tiny"]) as s:
+    with running_server(tiny_checkpoint, ["--max-batch-size", "32", "--model-name", "tiny", "--threads", "1"]) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.api_url, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Offline references in this process: one torch thread (the server subprocess has its own)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +211,32 @@ def test_client_disconnect_cancels_the_row(server):
         time.sleep(0.1)
     assert httpx.get(server.base_url + "/health").json()["in_flight"] == 0
     assert _metric(server, "redraft_cancelled_total") == before + 1  # its row left the batch early
+
+
+def test_shared_system_prompt_reuses_prefix_kv_exactly(server, client, offline):
+    """Chats sharing a long system prompt: later ones reuse its K/V (counted in /metrics); text == offline generate
+    without any prefix reuse, streamed or not."""
+    model, tok = offline
+    system = "You are a careful assistant. " + " ".join(f"Rule {i}: answer briefly and check your work." for i in
+                                                         range(12))
+    users = ["What is 2+2?", "Name a colour.", "Write def f(x): return x"]
+    convs = [[{"role": "system", "content": system}, {"role": "user", "content": u}] for u in users]
+    ids = [tok.apply_chat_template(m) for m in convs]
+    assert len(ids[0]) > 3 * 8
+    cfg = preset("quality", max_new_tokens=24, block_length=8)
+    want = generate(model, tok, ids, cfg)
+    hits, reused = _metric(server, "redraft_prefix_cache_hits_total"), _metric(
+        server, "redraft_prefix_cache_reused_tokens_total")
+    for i, (m, w) in enumerate(zip(convs, want)):
+        kwargs = dict(model="tiny", messages=m, max_tokens=24, extra_body={"block_length": 8})
+        if i == 2:
+            got = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+                **kwargs, stream=True) if c.choices)
+        else:
+            got = client.chat.completions.create(**kwargs).choices[0].message.content
+        assert got == w.text
+    common = next(i for i, (a, b) in enumerate(zip(ids[0], ids[1])) if a != b)
+    shared = common // 8 * 8  # whole blocks the conversations share
+    assert shared >= 3 * 8
+    assert _metric(server, "redraft_prefix_cache_hits_total") >= hits + 2
+    assert _metric(server, "redraft_prefix_cache_reused_tokens_total") >= reused + 2 * shared

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from redraft.serving import ServerSettings, create_app
@@ -14,10 +15,13 @@ from redraft.serving.errors import param_name
 
 @pytest.fixture(scope="module")
 def client(tiny_checkpoint):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the engine runs in this process: one thread avoids contention on a shared CPU
     app = create_app(tiny_checkpoint, model_name="tiny", max_model_len=128, max_prompt_tokens=64,
                      max_body_bytes=64 * 1024, default_max_tokens=8)
     with TestClient(app) as c:
         yield c
+    torch.set_num_threads(before)
 
 
 def _error(r, status: int, param: str | None = "unset") -> dict:

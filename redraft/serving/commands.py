@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests may finish at shutdown before they are cancelled")
+    p.add_argument("--prefix-cache-slots", type=int, default=32,
+                   help="prompt prefixes (system prompts, few-shot) whose K/V are kept for reuse; 0 = off")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 suits small models on busy machines)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=serve)
 
@@ -42,10 +46,17 @@ def serve(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"model directory not found: {model}{hint}")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     settings = ServerSettings(model_name=args.model_name, max_batch_size=args.max_batch_size,
                               max_queue=args.max_queue, max_model_len=args.max_model_len,
                               default_max_tokens=args.default_max_tokens, default_mode=args.mode,
-                              max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout)
+                              max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout,
+                              prefix_cache_slots=args.prefix_cache_slots)
     app = create_app(model, settings)
     run_server(app, host=args.host, port=args.port, log_level=args.log_level, shutdown_timeout=args.shutdown_timeout)
     return 0

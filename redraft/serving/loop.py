@@ -81,6 +81,7 @@ class EngineLoop:
         self._cancel_all = False
         self._stopping = False
         self._active: dict[str, Submission] = {}  # loop thread only
+        self._prefix_seen: dict[str, int] = {}  # loop thread only: prefix-cache counters already exported
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------ HTTP side
@@ -195,10 +196,25 @@ class EngineLoop:
                 if e.result is not None and e.result.finish_reason == "cancelled":
                     self.metrics.cancelled.inc()
             s.sink.put(e)
+        self._export_prefix_counters()
         scheduler = self.engine.scheduler
         self.metrics.batch_size.set(scheduler.num_running)
         with self._cond:
             self.metrics.queue_depth.set(len(self._inbox) + len(scheduler.waiting))
+
+    def _export_prefix_counters(self) -> None:
+        """Add what the engine's prefix cache counted during the step to the /metrics counters."""
+        stats = getattr(getattr(self.engine, "prefix_index", None), "stats", None)
+        if stats is None:
+            return
+        now = stats()
+        m = self.metrics
+        for key, counter in (("lookups", m.prefix_lookups), ("hits", m.prefix_hits),
+                             ("reused_tokens", m.prefix_reused_tokens), ("evictions", m.prefix_evictions)):
+            delta = now[key] - self._prefix_seen.get(key, 0)
+            if delta > 0:
+                counter.inc(delta)
+        self._prefix_seen = now
 
     def _done(self, request_id: str) -> None:
         with self._cond:

@@ -135,9 +135,18 @@ class ServingMetrics:
                               "text.", lock, _LATENCY)
         self.step_time = Histogram("redraft_engine_step_seconds", "Duration of one engine step.", lock,
                                    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.prefix_lookups = Counter("redraft_prefix_cache_lookups_total", "Joining requests looked up in the "
+                                      "prefix cache.", lock)
+        self.prefix_hits = Counter("redraft_prefix_cache_hits_total", "Joining requests that reused stored prompt "
+                                   "K/V.", lock)
+        self.prefix_reused_tokens = Counter("redraft_prefix_cache_reused_tokens_total", "Prompt tokens whose K/V "
+                                            "were reused instead of recomputed.", lock)
+        self.prefix_evictions = Counter("redraft_prefix_cache_evictions_total", "Stored prefixes recycled (LRU).",
+                                        lock)
         self._all = [self.requests, self.errors, self.cancelled, self.prompt_tokens, self.generation_tokens, self.steps,
                      self.row_forwards, self.queue_depth, self.batch_size, self.tpf, self.latency, self.ttft,
-                     self.step_time]
+                     self.step_time, self.prefix_lookups, self.prefix_hits, self.prefix_reused_tokens,
+                     self.prefix_evictions]
 
     def render(self) -> str:
         with self._lock:

@@ -14,7 +14,8 @@ class ServerSettings:
     more get 429. max_model_len: prompt + max_tokens limit (None = the model's max_position_embeddings).
     max_prompt_tokens: prompt limit (None = max_model_len - 1). default_max_tokens: when a request gives none.
     default_mode: preset used when a request gives no `mode`. max_body_bytes: larger request bodies get 413.
-    shutdown_timeout: seconds in-flight requests may still run at shutdown before they are cancelled."""
+    shutdown_timeout: seconds in-flight requests may still run at shutdown before they are cancelled.
+    prefix_cache_slots: prompt prefixes whose K/V are kept for reuse by later requests (0 = no prefix reuse)."""
 
     model_name: str | None = None
     max_batch_size: int = 32
@@ -25,10 +26,11 @@ class ServerSettings:
     default_mode: str = "quality"
     max_body_bytes: int = 1 << 20
     shutdown_timeout: float = 10.0
+    prefix_cache_slots: int = 32
 
     def __post_init__(self) -> None:
         for name, low in (("max_batch_size", 1), ("max_queue", 0), ("default_max_tokens", 1),
-                          ("max_body_bytes", 1024)):
+                          ("max_body_bytes", 1024), ("prefix_cache_slots", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"ServerSettings.{name} must be an integer >= {low}, got {v!r}")

@@ -11,6 +11,7 @@ from .errors import APIError
 from .loop import EngineLoop
 from .metrics import ServingMetrics
 from .params import Limits
+from .prefix_cache import PrefixCache
 from .settings import ServerSettings
 
 
@@ -31,7 +32,8 @@ class ServerState:
 
 
 def build_engine(engine_or_path: Engine | str | Path, settings: ServerSettings) -> tuple[Engine, str]:
-    """An Engine (given, or loaded from a checkpoint directory) and the default model name."""
+    """An Engine (given, or loaded from a checkpoint directory, with a `PrefixCache` of
+    `settings.prefix_cache_slots` slots) and the default model name."""
     if isinstance(engine_or_path, Engine):
         if engine_or_path.tokenizer is None:
             raise ValueError("create_app: the engine needs a tokenizer (text in, text out)")
@@ -43,7 +45,9 @@ def build_engine(engine_or_path: Engine | str | Path, settings: ServerSettings) 
     from redraft.model.tokenizer import load_tokenizer
 
     model, tokenizer = load_model(path), load_tokenizer(path)
-    return Engine(model, tokenizer, max_batch_size=settings.max_batch_size), settings.model_name or path.name
+    prefix = PrefixCache(settings.prefix_cache_slots) if settings.prefix_cache_slots else None
+    engine = Engine(model, tokenizer, max_batch_size=settings.max_batch_size, prefix_index=prefix)
+    return engine, settings.model_name or path.name
 
 
 def make_limits(engine: Engine, settings: ServerSettings) -> Limits:
