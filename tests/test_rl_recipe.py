@@ -84,3 +84,29 @@ def test_cli_registers_rl_verb():
 
     args = build_parser().parse_args(["rl", "x.yaml", "--resume", "--set", "steps=3"])
     assert args.resume and args.overrides == ["steps=3"] and callable(args.func)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["fsdp"])  # DDP shares the code path but for the wrapping
+def test_two_processes_give_the_single_process_gradient(tiny_checkpoint, tmp_path, parallel):
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun not available")
+    raw = {**raw_config(tiny_checkpoint, tmp_path / "one"), "steps": 1, "minibatch_size": 0, "eval_size": 0,
+           "epochs": 1, "parallel": parallel}
+    (tmp_path / "rl.yaml").write_text(yaml.safe_dump(raw))
+    norms = []
+    for name, launcher in (("one", [sys.executable, "-m", "redraft.cli"]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                    "-m", "redraft.cli"])):
+        out = tmp_path / name
+        subprocess.run(launcher + ["rl", str(tmp_path / "rl.yaml"), "--set", f"output_dir={out}"], check=True,
+                       capture_output=True, timeout=300)
+        last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        norms.append(last["grad_norm"])
+    assert norms[0] == pytest.approx(norms[1], rel=1e-5)
