@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import statistics
@@ -263,10 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(model=str(args.model), clients=args.clients, seconds=args.seconds, max_tokens=args.max_tokens,
                     mode=args.mode, host={"python": platform.python_version(), "machine": platform.machine(),
                                           "argv": sys.argv[1:]})
+    report.host["loadavg_start"] = list(os.getloadavg())
     with running_server(args.model, server_args) as server:
         records, elapsed, refs = asyncio.run(load(server.base_url, args.clients, args.seconds, args.max_tokens,
                                                   args.mode, request_specs()))
         report.server = server_counters(server.base_url)
+    report.host["loadavg_end"] = list(os.getloadavg())
+    report.host["cpus"] = os.cpu_count()
     summarise(report, records, elapsed, refs)
     show(report)
     if args.json is not None:
