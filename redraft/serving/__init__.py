@@ -6,6 +6,7 @@ stream (see docs/serving.md).
 """
 
 from .app import create_app
+from .prefix_cache import PrefixCache
 from .settings import ServerSettings
 
-__all__ = ["create_app", "ServerSettings"]
+__all__ = ["create_app", "PrefixCache", "ServerSettings"]
