@@ -176,3 +176,10 @@ def test_settings_are_validated():
         ServerSettings(default_mode="fast")
     with pytest.raises(ValueError, match="max_model_len"):
         ServerSettings(max_model_len=True)
+
+
+@pytest.mark.parametrize("field, value", [("device", "nope"), ("dtype", "int8"), ("prefix_cache_slots", -1),
+                                          ("max_batch_size", 0), ("default_mode", "fast")])
+def test_bad_server_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"ServerSettings.{field}"):
+        ServerSettings(**{field: value})

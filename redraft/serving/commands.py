@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                    help="seconds in-flight requests may finish at shutdown before they are cancelled")
     p.add_argument("--prefix-cache-slots", type=int, default=32,
                    help="prompt prefixes (system prompts, few-shot) whose K/V are kept for reuse; 0 = off")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="parameter dtype (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 suits small models on busy machines)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -56,7 +59,7 @@ def serve(args: argparse.Namespace) -> int:
                               max_queue=args.max_queue, max_model_len=args.max_model_len,
                               default_max_tokens=args.default_max_tokens, default_mode=args.mode,
                               max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout,
-                              prefix_cache_slots=args.prefix_cache_slots)
+                              prefix_cache_slots=args.prefix_cache_slots, device=args.device, dtype=args.dtype)
     app = create_app(model, settings)
     run_server(app, host=args.host, port=args.port, log_level=args.log_level, shutdown_timeout=args.shutdown_timeout)
     return 0

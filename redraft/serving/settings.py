@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from redraft.decoding import PRESETS
 
 
@@ -15,7 +17,9 @@ class ServerSettings:
     max_prompt_tokens: prompt limit (None = max_model_len - 1). default_max_tokens: when a request gives none.
     default_mode: preset used when a request gives no `mode`. max_body_bytes: larger request bodies get 413.
     shutdown_timeout: seconds in-flight requests may still run at shutdown before they are cancelled.
-    prefix_cache_slots: prompt prefixes whose K/V are kept for reuse by later requests (0 = no prefix reuse)."""
+    prefix_cache_slots: prompt prefixes whose K/V are kept for reuse by later requests (0 = no prefix reuse).
+    device: where a checkpoint directory is loaded ("cpu", "cuda", "cuda:1"). dtype: parameter dtype (float32,
+    bfloat16, float16; None = the checkpoint's)."""
 
     model_name: str | None = None
     max_batch_size: int = 32
@@ -27,6 +31,8 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20
     shutdown_timeout: float = 10.0
     prefix_cache_slots: int = 32
+    device: str = "cpu"
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("max_batch_size", 1), ("max_queue", 0), ("default_max_tokens", 1),
@@ -42,5 +48,11 @@ class ServerSettings:
             raise ValueError(f"ServerSettings.default_mode must be one of {sorted(PRESETS)}, got {self.default_mode!r}")
         if not self.shutdown_timeout >= 0:
             raise ValueError(f"ServerSettings.shutdown_timeout must be >= 0, got {self.shutdown_timeout!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"ServerSettings.device must be a torch device string, got {self.device!r}") from None
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"ServerSettings.dtype must be None, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.model_name is not None and not self.model_name.strip():
             raise ValueError(f"ServerSettings.model_name must be a non-empty string, got {self.model_name!r}")
