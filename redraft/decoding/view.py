@@ -56,4 +56,5 @@ def live_decode(engine, prompt_ids: list[int], config: DecodeConfig, tokenizer,
             for e in engine.step():
                 result = e.result or result
             live.update(render(row.trajectory, text))
+    console.print()
     return result
