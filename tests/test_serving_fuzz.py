@@ -116,6 +116,7 @@ def server(tiny_checkpoint):
         yield s
 
 
+@pytest.mark.slow  # ~6 min on 2 shared cores (valid mutants run generations); CI runs it
 def test_hostile_requests_never_5xx_and_server_survives(server):
     rng = random.Random(1234)
     statuses: Counter[int] = Counter()
