@@ -80,7 +80,9 @@ def cpu_bench(args) -> dict:
     fast, fast_s = timed(lambda: generate(model, None, [prompts[0]], speedy)[0])
     tokens_single = sum(len(r.token_ids) for r in singles)
     tokens_batch = sum(len(r.token_ids) for r in batched)
-    identical = eng.token_ids == base_ids and [r.token_ids for r in batched] == [r.token_ids for r in singles]
+    identical_vs_recompute = eng.token_ids == base_ids
+    identical_batch = [r.token_ids for r in batched] == [r.token_ids for r in singles]
+    identical = identical_vs_recompute and identical_batch
     rows = {
         "baseline_recompute": dict(tokens=len(base_ids), forwards=base_forwards, seconds=base_s),
         "engine_quality_b1": dict(tokens=len(eng.token_ids), forwards=eng.stats.forwards, seconds=eng_s),
@@ -100,6 +102,10 @@ def cpu_bench(args) -> dict:
         "threads": torch.get_num_threads(), "load_average_start": load_start, "load_average_end": load_average(),
         "rows": rows,
         "identical_tokens": identical,
+        "identical_tokens_vs_recompute": identical_vs_recompute,
+        "identical_tokens_batch_vs_single": identical_batch,
+        "mismatched_rows_batch_vs_single": [i for i, (a, b) in enumerate(zip(batched, singles))
+                                            if a.token_ids != b.token_ids],
         "speedup_vs_recompute": rows["engine_quality_b1"]["tokens_per_s"] / rows["baseline_recompute"]["tokens_per_s"],
         "batch8_vs_batch1": rows[f"engine_quality_b{batch}"]["tokens_per_s"]
         / rows[f"engine_quality_b1_x{batch}"]["tokens_per_s"],
