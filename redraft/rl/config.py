@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from redraft.training.config import OptimConfig, apply_override, merge
+from redraft.training.config import OptimConfig, apply_override, read_config_file
 
 from .advantages import METHODS
 from .likelihood import ElboConfig
@@ -161,31 +160,6 @@ def config_from_dict(raw: dict[str, Any]) -> RLConfig:
         kwargs["rewards"] = [RewardSpec(s["kind"], float(s.get("weight", 1.0)), dict(s.get("config") or {}))
                              for s in specs]
     return RLConfig(**kwargs)
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """A YAML or TOML mapping, with its `base:` file (relative to it) merged underneath."""
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        import tomllib
-
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: invalid TOML ({e})") from None
-    elif path.suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML ({e})") from None
-    else:
-        raise ValueError(f"config file must end in .yaml, .yml or .toml, got {path.name!r}")
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    base = data.pop("base", None)
-    return merge(read_config_file(path.parent / base), data) if base is not None else data
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RLConfig:

@@ -150,7 +150,8 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**kwargs)
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML or TOML mapping, with its `base:` file (relative to it) merged underneath."""
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
     text = path.read_text()
@@ -172,7 +173,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a mapping at the top level")
     base = data.pop("base", None)
     if base is not None:
-        data = merge(_read(path.parent / base), data)
+        data = merge(read_config_file(path.parent / base), data)
     return data
 
 
@@ -198,7 +199,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    raw = _read(Path(path))
+    raw = read_config_file(Path(path))
     for assignment in overrides or []:
         raw = apply_override(raw, assignment)
     return config_from_dict(raw)
