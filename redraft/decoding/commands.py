@@ -71,12 +71,7 @@ def run_generate(args: argparse.Namespace) -> int:
         result = live_decode(engine, ids, config, tok)
     else:
         engine.add_request(ids, config)
-        result = None
-        while engine.has_work():
-            for e in engine.step():
-                print(e.text, end="", flush=True)
-                result = e.result or result
-        print()
+        result = stream_to_stdout(engine)
     if args.trace:
         from .trace import write_trace
 
@@ -84,6 +79,17 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"trace written to {args.trace}", file=sys.stderr)
     print_stats(result)
     return 0
+
+
+def stream_to_stdout(engine):
+    """Run the engine until idle, printing each finalised text delta; return the last finished result."""
+    result = None
+    while engine.has_work():
+        for e in engine.step():
+            print(e.text, end="", flush=True)
+            result = e.result or result
+    print()
+    return result
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -104,12 +110,7 @@ def run_chat(args: argparse.Namespace) -> int:
         messages.append({"role": "user", "content": text})
         engine.add_request(tok.apply_chat_template(messages), config)
         print("model> ", end="", flush=True)
-        result = None
-        while engine.has_work():
-            for e in engine.step():
-                print(e.text, end="", flush=True)
-                result = e.result or result
-        print()
+        result = stream_to_stdout(engine)
         if args.stats:
             print_stats(result)
         messages.append({"role": "assistant", "content": result.text})
