@@ -26,8 +26,11 @@ class Attention(nn.Module):
             self.query_layernorm = self.key_layernorm = None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
-                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                past: tuple[Tensor, Tensor] | None = None,
+                key_rows: list[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x: [B, T, H]; mask: bool [B, 1, T, S+T]; past: cached (k, v) [B, Hkv, S, D].
+        key_rows: optional per-row indices into the S+T key slots of that row's real keys (see `ragged_key_rows`):
+        each row then attends over exactly its own keys, one attention call per row.
 
         Returns the output [B, T, H] and this window's (k, v) [B, Hkv, T, D] (what a commit stores).
         """
@@ -44,6 +47,12 @@ class Attention(nn.Module):
         if past is not None and past[0].shape[2] > 0:
             k = torch.cat([past[0].to(k.dtype), k], dim=2)
             v = torch.cat([past[1].to(v.dtype), v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.num_heads != self.num_kv_heads)
+        gqa = self.num_heads != self.num_kv_heads
+        if key_rows is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        else:
+            out = torch.cat([F.scaled_dot_product_attention(q[b:b + 1], k[b:b + 1, :, idx], v[b:b + 1, :, idx],
+                                                            attn_mask=mask[b:b + 1, :, :, idx], enable_gqa=gqa)
+                             for b, idx in enumerate(key_rows)])
         out = out.transpose(1, 2).reshape(bsz, t, self.num_heads * self.head_dim)
         return self.dense(out), new_kv

@@ -59,6 +59,31 @@ def window_mask(position_ids: Tensor, layout: BlockLayout, cache_lengths: Tensor
     return torch.cat([cached, win], dim=-1)[:, None]
 
 
+def ragged_key_rows(mask: Tensor, cache_lengths: Tensor | None, cache_width: int,
+                    valid: Tensor | None) -> list[Tensor] | None:
+    """Per row, the key slots (of `window_mask`'s cache_width + T) holding that row's real keys: its cached
+    positions and its valid window positions; None when every row's keys fill all slots (no padding anywhere).
+
+    Used on CPU so a row's attention never depends on the rest of the batch: SDPA's CPU kernel rounds differently
+    for different key counts, and padding a row to the longest row changes its key count. Every query of the
+    result still sees at least one key (padding queries are pointed at the row's first key) so outputs stay finite.
+    """
+    bsz, _, t, _ = mask.shape
+    lengths = cache_lengths.tolist() if cache_lengths is not None and cache_width else [0] * bsz
+    valid_rows = valid.tolist() if valid is not None else None
+    if all(n == cache_width for n in lengths) and (valid_rows is None or all(all(v) for v in valid_rows)):
+        return None
+    rows = []
+    for b in range(bsz):
+        window = [cache_width + j for j in range(t) if valid_rows is None or valid_rows[b][j]]
+        idx = torch.tensor(list(range(lengths[b])) + window, dtype=torch.long, device=mask.device)
+        rows.append(idx)
+        blind = ~mask[b, 0][:, idx].any(-1)  # padding queries that see no real key
+        if bool(blind.any()):
+            mask[b, 0, blind, idx[0]] = True
+    return rows
+
+
 def dual_stream_mask(length: int, block_length: int, device: torch.device | str = "cpu") -> Tensor:
     """[2L, 2L] bool mask for the training input [x_t ; x_0] (eq. 5 layout; both halves at positions 0..L-1).
 

@@ -11,7 +11,7 @@ from .attention import Attention
 from .config import LLaDA2MoeConfig
 from .kv_cache import KV, KVCache
 from .layers import MLP, RMSNorm, RotaryEmbedding
-from .masks import BlockLayout, window_mask
+from .masks import BlockLayout, ragged_key_rows, window_mask
 from .moe import MoE
 
 
@@ -31,8 +31,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = MoE(cfg) if cfg.is_moe_layer(layer_idx) else MLP(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None) -> tuple[Tensor, KV]:
-        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None,
+                key_rows: list[Tensor] | None = None) -> tuple[Tensor, KV]:
+        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past, key_rows)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -69,6 +70,7 @@ class LLaDA2MoeModelLM(nn.Module):
             shapes do not depend on host-side lengths (CUDA-graph capture, see `cuda_graphs.py`).
         """
         bsz, t = input_ids.shape
+        key_rows = None
         if position_ids is None:
             base = cache.lengths[:, None] if cache is not None else 0
             position_ids = base + torch.arange(t, device=input_ids.device)[None].expand(bsz, t)
@@ -78,6 +80,8 @@ class LLaDA2MoeModelLM(nn.Module):
             width = 0 if cache is None else (cache.capacity if static_cache else cache.width)
             lengths = cache.lengths if cache is not None else None
             attn_mask = window_mask(position_ids, layout, lengths, width)
+            if input_ids.device.type == "cpu" and not static_cache:  # batch invariance, see ragged_key_rows
+                key_rows = ragged_key_rows(attn_mask, lengths, width, layout.valid)
         elif attn_mask.dim() == 2:
             attn_mask = attn_mask[None, None]
         h = self.model.word_embeddings(input_ids)
@@ -86,9 +90,10 @@ class LLaDA2MoeModelLM(nn.Module):
         for i, layer in enumerate(self.model.layers):
             past = cache.layer(i, full=static_cache) if cache is not None else None
             if self.gradient_checkpointing and self.training:
-                h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, use_reentrant=False)
+                h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, key_rows,
+                                                          use_reentrant=False)
             else:
-                h, kv = layer(h, cos, sin, attn_mask, past)
+                h, kv = layer(h, cos, sin, attn_mask, past, key_rows)
             new_kv.append(kv)
         logits = self.lm_head(self.model.norm(h)).float()
         return ModelOutput(logits=logits, new_kv=new_kv)

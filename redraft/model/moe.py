@@ -16,6 +16,13 @@ from .layers import MLP
 _PROJ = ("gate_proj", "up_proj", "down_proj")
 
 
+# CPU BLAS (oneDNN/MKL) computes the last rows of a matrix whose row count is not a multiple of its tile on a
+# different kernel, with different rounding (measured: rows past a multiple of 4 in matrices of fewer than 12 rows).
+# A token's expert output would then depend on how many tokens of *other* rows of the batch picked the same expert.
+# Padding every expert group to a multiple of 8 rows keeps each token's result independent of the batch (measured
+# bit-identical for every count 1..300; tests/test_model_batch_invariance.py checks the whole model).
+GEMM_ROW_TILE = 8
+
 class Router(nn.Module):
     """Sigmoid scores; `expert_bias` shifts scores for selection only; top-2 per group rank the groups."""
 
@@ -115,8 +122,10 @@ class ExpertBank(nn.Module):
         for e, n in enumerate(counts.tolist()):  # one host sync per layer, not per expert
             if n:
                 xs = x_sorted[start:start + n]
+                if n % GEMM_ROW_TILE:  # batch invariance: see GEMM_ROW_TILE
+                    xs = torch.cat([xs, xs.new_zeros(GEMM_ROW_TILE - n % GEMM_ROW_TILE, xs.shape[1])])
                 h = F.silu(F.linear(xs, self.gate_proj[e])) * F.linear(xs, self.up_proj[e])
-                out[start:start + n] = F.linear(h, self.down_proj[e])
+                out[start:start + n] = F.linear(h, self.down_proj[e])[:n]
                 start += n
         return out
 
