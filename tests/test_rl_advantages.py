@@ -45,3 +45,21 @@ def test_bad_shapes():
         group_advantages(torch.ones(3, 1))
     with pytest.raises(ValueError, match=r"\[P, G\]"):
         group_advantages(torch.ones(3))
+
+
+def test_negative_scale_shrinks_only_negative_advantages():
+    import pytest
+    import torch
+
+    from redraft.rl.advantages import group_advantages
+
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    plain, keep = group_advantages(r, "mean")
+    half, keep_half = group_advantages(r, "mean", negative_scale=0.5)
+    assert torch.equal(keep, keep_half)
+    assert torch.equal(half[plain > 0], plain[plain > 0])
+    assert torch.allclose(half[plain < 0], 0.5 * plain[plain < 0])
+    pos_only, _ = group_advantages(r, "mean", negative_scale=0.0)
+    assert (pos_only >= 0).all() and torch.equal(pos_only[plain > 0], plain[plain > 0])
+    with pytest.raises(ValueError, match="negative_scale"):
+        group_advantages(r, "mean", negative_scale=1.5)

@@ -6,6 +6,10 @@
 
 A group whose rewards are all equal carries no learning signal (every Â_i = 0); with `skip_zero_variance` its rows
 are marked to be left out of the loss, so they neither dilute the mean nor cost a backward pass.
+
+negative_scale multiplies the negative advantages (1 = the plain estimator; 0 = learn from better-than-average
+samples only). Pushing a whole sequence's ELBO down also pushes down its correct tokens, which a small model feels
+as lost confidence; a scale below 1 trades that against the bias of an asymmetric estimator.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ METHODS = ("mean_std", "mean", "rloo")
 
 
 def group_advantages(rewards: Tensor, method: str = "mean_std", eps: float = 1e-6,
-                     skip_zero_variance: bool = True) -> tuple[Tensor, Tensor]:
+                     skip_zero_variance: bool = True, negative_scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """rewards [P, G] float -> (advantages [P, G] float32, keep [P, G] bool)."""
+    if not 0.0 <= negative_scale <= 1.0:
+        raise ValueError(f"advantages.negative_scale must be in [0, 1], got {negative_scale!r}")
     if method not in METHODS:
         raise ValueError(f"advantages.method must be one of {METHODS}, got {method!r}")
     if rewards.dim() != 2:
@@ -36,6 +42,8 @@ def group_advantages(rewards: Tensor, method: str = "mean_std", eps: float = 1e-
         adv = centred
     else:
         adv = centred * (num_samples / (num_samples - 1))
+    if negative_scale != 1.0:
+        adv = torch.where(adv < 0, adv * negative_scale, adv)
     varied = (r != r[:, :1]).any(dim=1, keepdim=True).expand_as(r)
     keep = varied if skip_zero_variance else torch.ones_like(varied)
     return adv, keep
