@@ -136,3 +136,17 @@ def test_cache_made_in_inference_mode_can_be_updated_outside(parity_dir):
     cache.select([1])
     cache.add_rows(1)
     assert cache.host_lengths == [BL, 0]
+
+
+def test_logits_index_gives_the_same_logits_for_the_chosen_positions(parity_dir):
+    """The decode runner asks for the editable window's logits only (the LM head skips commit copies / prompts)."""
+    model = load_model(parity_dir / "model")
+    ids = _ids(2, 3 * BL, seed=5)
+    index = torch.stack([torch.arange(BL, 2 * BL), torch.arange(2 * BL, 3 * BL)])
+    with torch.no_grad():
+        full = model(ids, layout=BlockLayout(BL)).logits
+        part = model(ids, layout=BlockLayout(BL), logits_index=index)
+    assert part.logits.shape == (2, BL, full.shape[-1])
+    torch.testing.assert_close(part.logits, full.gather(1, index[:, :, None].expand(-1, -1, full.shape[-1])),
+                               atol=1e-6, rtol=1e-6)
+    assert part.new_kv[0][0].shape[2] == 3 * BL  # K/V still cover the whole window (commits need them)

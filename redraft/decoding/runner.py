@@ -111,15 +111,14 @@ class ModelRunner:
         key_limit = torch.where(steps[None] < copy_t[:, None], own_block_end, end_t[:, None])
         valid = positions < end_t[:, None]
         layout = BlockLayout(L, key_limit=key_limit, valid=valid)
-        if prefill or cache is None:
-            out = self.model(ids, positions, layout, cache=reused if prefill else None)
-        else:
-            out = self.cached_forward(ids, positions, layout, cache=cache)
-
-        # the editable window of each row: [B, E]
+        # the editable window of each row: [B, E]; logits only there (not for commit copies or a joining prompt)
         e_steps = torch.arange(e_width, device=dev)
         idx = (copy_t[:, None] + e_steps[None]).clamp(max=width - 1)
-        logits = out.logits.gather(1, idx[:, :, None].expand(-1, -1, out.logits.shape[-1]))
+        if prefill or cache is None:
+            out = self.model(ids, positions, layout, cache=reused if prefill else None, logits_index=idx)
+        else:
+            out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx)
+        logits = out.logits
         tokens = ids.gather(1, idx)
         e_pos = positions.gather(1, idx)
         prompt_len = as_t([r.prompt_len for r in rows])

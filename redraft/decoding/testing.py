@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import torch
@@ -44,9 +46,13 @@ class RecordingModel:
     def __call__(self, input_ids, position_ids=None, layout=None, **kwargs):
         cache = kwargs.get("cache")
         lengths = list(cache.host_lengths) if cache is not None else None
+        index = kwargs.pop("logits_index", None)  # record every position's logits, return the asked ones
         out = self.model(input_ids, position_ids, layout, **kwargs)
         layout_copy = BlockLayout(layout.block_length,
                                   key_limit=None if layout.key_limit is None else layout.key_limit.clone(),
                                   valid=None if layout.valid is None else layout.valid.clone())
         self.calls.append(Call(input_ids.clone(), position_ids.clone(), layout_copy, lengths, out.logits.clone()))
+        if index is not None:
+            logits = out.logits.gather(1, index[:, :, None].expand(-1, -1, out.logits.shape[-1]))
+            out = dataclasses.replace(out, logits=logits)
         return out

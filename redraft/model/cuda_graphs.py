@@ -28,6 +28,7 @@ class _Captured:
     pos: Tensor
     key_limit: Tensor | None
     valid: Tensor | None
+    logits_index: Tensor | None
     out: ModelOutput
 
 
@@ -49,19 +50,22 @@ class CUDAGraphRunner:
         return len(self._graphs)
 
     def __call__(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
-                 attn_mask: Tensor | None = None, cache: KVCache | None = None) -> ModelOutput:
+                 attn_mask: Tensor | None = None, cache: KVCache | None = None,
+                 logits_index: Tensor | None = None) -> ModelOutput:
         if (not input_ids.is_cuda or cache is None or attn_mask is not None or layout is None
                 or torch.is_grad_enabled() or self.model.training):
-            return self.model(input_ids, position_ids, layout, attn_mask=attn_mask, cache=cache)
+            return self.model(input_ids, position_ids, layout, attn_mask=attn_mask, cache=cache,
+                              logits_index=logits_index)
         if position_ids is None:
             position_ids = cache.lengths[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)[None]
         key = (tuple(input_ids.shape), cache.capacity, cache.max_rows, cache._k[0].data_ptr(), layout.block_length,
-               layout.key_limit is not None, layout.valid is not None)
+               layout.key_limit is not None, layout.valid is not None,
+               None if logits_index is None else tuple(logits_index.shape))
         cap = self._graphs.get(key)
         if cap is None:
             if len(self._graphs) >= self.max_graphs:
                 self._graphs.clear()  # storage moved on; old graphs refer to freed buffers
-            cap = self._capture(input_ids, position_ids, layout, cache)
+            cap = self._capture(input_ids, position_ids, layout, cache, logits_index)
             self._graphs[key] = cap
         cap.ids.copy_(input_ids)
         cap.pos.copy_(position_ids)
@@ -69,17 +73,21 @@ class CUDAGraphRunner:
             cap.key_limit.copy_(layout.key_limit)
         if cap.valid is not None:
             cap.valid.copy_(layout.valid)
+        if cap.logits_index is not None:
+            cap.logits_index.copy_(logits_index)
         cap.graph.replay()
         return cap.out
 
-    def _capture(self, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout, cache: KVCache) -> _Captured:
+    def _capture(self, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout, cache: KVCache,
+                 logits_index: Tensor | None) -> _Captured:
         ids, pos = input_ids.clone(), position_ids.clone()
+        index = logits_index.clone() if logits_index is not None else None
         key_limit = layout.key_limit.clone() if layout.key_limit is not None else None
         valid = layout.valid.clone() if layout.valid is not None else None
         static_layout = BlockLayout(layout.block_length, key_limit=key_limit, valid=valid)
 
         def run() -> ModelOutput:
-            return self.model(ids, pos, static_layout, cache=cache, static_cache=True)
+            return self.model(ids, pos, static_layout, cache=cache, static_cache=True, logits_index=index)
 
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -91,4 +99,4 @@ class CUDAGraphRunner:
         with torch.cuda.graph(graph, pool=self._pool):
             out = run()
         self._pool = graph.pool()
-        return _Captured(graph, ids, pos, key_limit, valid, out)
+        return _Captured(graph, ids, pos, key_limit, valid, index, out)

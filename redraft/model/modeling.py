@@ -17,7 +17,8 @@ from .moe import MoE
 
 @dataclass
 class ModelOutput:
-    """logits: [B, T, V] float32. new_kv: per layer this window's (k, v) [B, H_kv, T, D], for `KVCache.commit`."""
+    """logits: [B, T, V] float32 ([B, E, V] with `logits_index`). new_kv: per layer this window's (k, v)
+    [B, H_kv, T, D], for `KVCache.commit`."""
 
     logits: Tensor
     new_kv: list[KV]
@@ -58,7 +59,8 @@ class LLaDA2MoeModelLM(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
-                attn_mask: Tensor | None = None, cache: KVCache | None = None, static_cache: bool = False) -> ModelOutput:
+                attn_mask: Tensor | None = None, cache: KVCache | None = None, static_cache: bool = False,
+                logits_index: Tensor | None = None) -> ModelOutput:
         """Run a window of tokens.
 
         input_ids: [B, T]. position_ids: [B, T] absolute positions (default 0..T-1, or continuing each cached row).
@@ -68,6 +70,8 @@ class LLaDA2MoeModelLM(nn.Module):
         cache: committed keys/values the window attends to (read only; commit with `cache.commit(out.new_kv, ...)`).
         static_cache: attend over all `cache.capacity` slots (masked by length) instead of the longest row, so the
             shapes do not depend on host-side lengths (CUDA-graph capture, see `cuda_graphs.py`).
+        logits_index: optional [B, E] window positions whose logits are wanted: `logits` is then [B, E, V] and the
+            LM head runs on those positions only (a decode window's commit copies and a joining prompt need none).
         """
         bsz, t = input_ids.shape
         key_rows = None
@@ -95,6 +99,8 @@ class LLaDA2MoeModelLM(nn.Module):
             else:
                 h, kv = layer(h, cos, sin, attn_mask, past, key_rows)
             new_kv.append(kv)
+        if logits_index is not None:
+            h = h.gather(1, logits_index[:, :, None].expand(-1, -1, h.shape[-1]))
         logits = self.lm_head(self.model.norm(h)).float()
         return ModelOutput(logits=logits, new_kv=new_kv)
 
