@@ -93,3 +93,18 @@ def test_repo_configs_load_and_twin_differs_only_in_the_editing_streams():
     a, b = main.to_dict(), twin.to_dict()
     differ = {k for k in a if a[k] != b[k]}
     assert differ <= {"noise", "output_dir"}, differ
+
+
+def test_task_configs_reach_the_task_and_bad_fields_are_named():
+    import pytest
+
+    from redraft.training.data import DataConfig, task_messages
+
+    cfg = DataConfig(stdlib=False, tasks={"sorting": 4}, task_configs={"sorting": {"max_value": 20, "min_len": 9,
+                                                                                     "max_len": 9}})
+    msgs = task_messages("sorting", 4, 0, "train", cfg.task_configs["sorting"])
+    assert all(len(m[-1]["content"].split()) == 9 for m in msgs)
+    with pytest.raises(ValueError, match="data.task_configs.sorting: max_valu"):
+        DataConfig(stdlib=False, tasks={"sorting": 4}, task_configs={"sorting": {"max_valu": 3}})
+    with pytest.raises(ValueError, match="not in data.tasks"):
+        DataConfig(stdlib=False, tasks={"sorting": 4}, task_configs={"reverse": {}})

@@ -36,7 +36,9 @@ class DataConfig:
     """Where the data comes from and how it is cut.
 
     stdlib: use the Python standard library's source as the CPT corpus. text_files: extra CPT files (globs).
-    tasks: synthetic task name -> number of train-split examples. task_eval_examples: eval-split examples per task.
+    tasks: synthetic task name -> number of train-split examples. task_configs: task name -> its config fields
+    (e.g. {"sorting": {"max_value": 20}}; default: the task's defaults). task_eval_examples: eval-split examples per
+    task.
     jsonl: chat JSONL files ({"messages": [...]}, the last message is the target). prepared: a folder written by
     `prepare_data` (tokenizer + rows + recipe) to use instead of building from sources.
     """
@@ -47,6 +49,7 @@ class DataConfig:
     stdlib_max_file_bytes: int = 200_000
     text_files: list[str] = field(default_factory=list)
     tasks: dict[str, int] = field(default_factory=dict)
+    task_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     task_eval_examples: int = 100
     jsonl: list[str] = field(default_factory=list)
     cpt_eval_fraction: float = 0.02
@@ -67,6 +70,17 @@ class DataConfig:
         for name, n in self.tasks.items():
             if not isinstance(n, int) or n < 0:
                 raise ValueError(f"data.tasks.{name} must be a non-negative int, got {n!r}")
+        for name, conf in self.task_configs.items():
+            if name not in self.tasks:
+                raise ValueError(f"data.task_configs.{name}: {name!r} is not in data.tasks ({sorted(self.tasks)})")
+            if not isinstance(conf, dict):
+                raise ValueError(f"data.task_configs.{name} must be a mapping of task fields, got {conf!r}")
+            from redraft.evaluation.tasks import get_task
+
+            try:
+                get_task(name, **conf)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"data.task_configs.{name}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------ corpora
@@ -138,12 +152,13 @@ def read_chat_jsonl(path: str | Path) -> Iterator[list[dict[str, str]]]:
             yield messages
 
 
-def task_messages(name: str, n: int, seed: int, split: str) -> list[list[dict[str, str]]]:
+def task_messages(name: str, n: int, seed: int, split: str,
+                  config: dict[str, Any] | None = None) -> list[list[dict[str, str]]]:
     """Chat examples (prompt messages + the reference answer as the assistant turn) of a synthetic task."""
     from redraft.evaluation.tasks import get_task
 
     return [list(ex.messages) + [{"role": "assistant", "content": ex.answer}]
-            for ex in get_task(name).examples(n, seed, split=split)]
+            for ex in get_task(name, **(config or {})).examples(n, seed, split=split)]
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -159,7 +174,8 @@ class Corpus:
 def tokenizer_corpus(cfg: DataConfig, texts: Sequence[str]) -> Iterator[str]:
     yield from texts
     for name in sorted(cfg.tasks):
-        for messages in task_messages(name, min(cfg.tasks[name], 2000), cfg.seed, "train"):
+        for messages in task_messages(name, min(cfg.tasks[name], 2000), cfg.seed, "train",
+                                      cfg.task_configs.get(name)):
             yield "\n".join(m["content"] for m in messages)
 
 
@@ -199,9 +215,11 @@ def build_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> tuple[C
     sft: dict[str, dict[str, int]] = {}
     sources: list[tuple[str, str, list[list[dict[str, str]]]]] = []
     for name in sorted(cfg.tasks):
-        sources.append((f"task/{name}", "train", task_messages(name, cfg.tasks[name], cfg.seed, "train")))
+        conf = cfg.task_configs.get(name)
+        sources.append((f"task/{name}", "train", task_messages(name, cfg.tasks[name], cfg.seed, "train", conf)))
         if cfg.task_eval_examples:
-            sources.append((f"task/{name}", "eval", task_messages(name, cfg.task_eval_examples, cfg.seed, "eval")))
+            sources.append((f"task/{name}", "eval", task_messages(name, cfg.task_eval_examples, cfg.seed, "eval",
+                                                                  conf)))
     for path in cfg.jsonl:
         sources.append((f"jsonl/{path}", "train", list(read_chat_jsonl(path))))
     for source, split, examples in sources:
