@@ -2,7 +2,7 @@
 
 Two CPU kernels round differently depending on the batch: BLAS for matrices with a few rows (an expert picked by
 few tokens) and SDPA for different key counts (rows padded to the longest cache or window). `GEMM_ROW_TILE` and
-`ragged_key_rows` remove both; these tests compare with `torch.equal`, not a tolerance. Rows are run as the engine
+`ragged_key_groups` remove both; these tests compare with `torch.equal`, not a tolerance. Rows are run as the engine
 runs them: windows padded to whole blocks (the dense layers then see matrices of 8+ rows, where BLAS is invariant).
 """
 
@@ -76,7 +76,7 @@ def _alone(model, ids: torch.Tensor, committed: int, window: int) -> torch.Tenso
 def test_rows_with_different_caches_and_padded_windows_match_their_solo_runs():
     model = _model()
     rows = [(_ids(200, s), committed, window) for s, (committed, window) in
-            enumerate([(5 * BL, BL), (0, BL), (9 * BL + 3, 2 * BL), (2 * BL, 7)])]
+            enumerate([(5 * BL, BL), (0, BL), (9 * BL + 3, 2 * BL), (2 * BL, 7), (5 * BL, BL)])]  # rows 0, 4: one group
     width = max(w for _, _, w in rows)
     cache = KVCache.for_model(model, len(rows))
     with torch.no_grad():

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
 from .layers import RMSNorm, apply_rotary
+from .masks import KeyGroup
 
 
 class Attention(nn.Module):
@@ -27,10 +28,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
                 past: tuple[Tensor, Tensor] | None = None,
-                key_rows: list[Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                key_groups: list[KeyGroup] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x: [B, T, H]; mask: bool [B, 1, T, S+T]; past: cached (k, v) [B, Hkv, S, D].
-        key_rows: optional per-row indices into the S+T key slots of that row's real keys (see `ragged_key_rows`):
-        each row then attends over exactly its own keys, one attention call per row.
+        key_groups: optional (see `ragged_key_groups`): each row attends over exactly its own keys, one attention
+        call per group of rows with equal key counts (`mask` is then unused).
 
         Returns the output [B, T, H] and this window's (k, v) [B, Hkv, T, D] (what a commit stores).
         """
@@ -48,11 +49,14 @@ class Attention(nn.Module):
             k = torch.cat([past[0].to(k.dtype), k], dim=2)
             v = torch.cat([past[1].to(v.dtype), v], dim=2)
         gqa = self.num_heads != self.num_kv_heads
-        if key_rows is None:
+        if key_groups is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         else:
-            out = torch.cat([F.scaled_dot_product_attention(q[b:b + 1], k[b:b + 1, :, idx], v[b:b + 1, :, idx],
-                                                            attn_mask=mask[b:b + 1, :, :, idx], enable_gqa=gqa)
-                             for b, idx in enumerate(key_rows)])
+            out = torch.empty_like(q)
+            for g in key_groups:
+                idx = g.keys[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+                out[g.rows] = F.scaled_dot_product_attention(q[g.rows], k[g.rows].gather(2, idx),
+                                                             v[g.rows].gather(2, idx), attn_mask=g.mask,
+                                                             enable_gqa=gqa)
         out = out.transpose(1, 2).reshape(bsz, t, self.num_heads * self.head_dim)
         return self.dense(out), new_kv

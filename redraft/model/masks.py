@@ -59,29 +59,43 @@ def window_mask(position_ids: Tensor, layout: BlockLayout, cache_lengths: Tensor
     return torch.cat([cached, win], dim=-1)[:, None]
 
 
-def ragged_key_rows(mask: Tensor, cache_lengths: Tensor | None, cache_width: int,
-                    valid: Tensor | None) -> list[Tensor] | None:
-    """Per row, the key slots (of `window_mask`'s cache_width + T) holding that row's real keys: its cached
-    positions and its valid window positions; None when every row's keys fill all slots (no padding anywhere).
+@dataclass
+class KeyGroup:
+    """Rows of a forward that have the same number n of real keys: rows [G] (batch indices), keys [G, n] (their key
+    slots among `window_mask`'s cache_width + T), mask [G, 1, T, n] (the window mask on those slots)."""
+
+    rows: Tensor
+    keys: Tensor
+    mask: Tensor
+
+
+def ragged_key_groups(mask: Tensor, cache_lengths: Tensor | None, cache_width: int,
+                      valid: Tensor | None) -> list[KeyGroup] | None:
+    """Each row's real keys (its cached positions and valid window positions), rows grouped by key count; None when
+    every row's keys fill all slots (no padding anywhere). Built once per forward, used by every layer.
 
     Used on CPU so a row's attention never depends on the rest of the batch: SDPA's CPU kernel rounds differently
-    for different key counts, and padding a row to the longest row changes its key count. Every query of the
-    result still sees at least one key (padding queries are pointed at the row's first key) so outputs stay finite.
+    for different key counts, and padding a row to the longest row changes its key count (rows of equal key count
+    attend together: batch composition alone does not change SDPA's result). Padding queries that see no real key
+    are pointed at the row's first key, so outputs stay finite.
     """
     bsz, _, t, _ = mask.shape
     lengths = cache_lengths.tolist() if cache_lengths is not None and cache_width else [0] * bsz
-    valid_rows = valid.tolist() if valid is not None else None
-    if all(n == cache_width for n in lengths) and (valid_rows is None or all(all(v) for v in valid_rows)):
+    valid_rows = valid.tolist() if valid is not None else [[True] * t] * bsz
+    if all(n == cache_width for n in lengths) and all(all(v) for v in valid_rows):
         return None
-    rows = []
+    by_count: dict[int, list[tuple[int, list[int]]]] = {}
     for b in range(bsz):
-        window = [cache_width + j for j in range(t) if valid_rows is None or valid_rows[b][j]]
-        idx = torch.tensor(list(range(lengths[b])) + window, dtype=torch.long, device=mask.device)
-        rows.append(idx)
-        blind = ~mask[b, 0][:, idx].any(-1)  # padding queries that see no real key
-        if bool(blind.any()):
-            mask[b, 0, blind, idx[0]] = True
-    return rows
+        slots = list(range(lengths[b])) + [cache_width + j for j in range(t) if valid_rows[b][j]]
+        by_count.setdefault(len(slots), []).append((b, slots))
+    groups = []
+    for n, members in by_count.items():
+        rows = torch.tensor([b for b, _ in members], dtype=torch.long, device=mask.device)
+        keys = torch.tensor([slots for _, slots in members], dtype=torch.long, device=mask.device)
+        sub = mask[rows].gather(3, keys[:, None, None, :].expand(-1, 1, t, n))
+        first = torch.arange(n, device=mask.device) == 0
+        groups.append(KeyGroup(rows, keys, sub | (~sub.any(-1, keepdim=True) & first)))
+    return groups
 
 
 def dual_stream_mask(length: int, block_length: int, device: torch.device | str = "cpu") -> Tensor:

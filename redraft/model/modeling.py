@@ -11,7 +11,7 @@ from .attention import Attention
 from .config import LLaDA2MoeConfig
 from .kv_cache import KV, KVCache
 from .layers import MLP, RMSNorm, RotaryEmbedding
-from .masks import BlockLayout, ragged_key_rows, window_mask
+from .masks import BlockLayout, KeyGroup, ragged_key_groups, window_mask
 from .moe import MoE
 
 
@@ -33,8 +33,8 @@ class DecoderLayer(nn.Module):
         self.mlp = MoE(cfg) if cfg.is_moe_layer(layer_idx) else MLP(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None,
-                key_rows: list[Tensor] | None = None) -> tuple[Tensor, KV]:
-        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past, key_rows)
+                key_groups: list[KeyGroup] | None = None) -> tuple[Tensor, KV]:
+        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past, key_groups)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -74,7 +74,7 @@ class LLaDA2MoeModelLM(nn.Module):
             LM head runs on those positions only (a decode window's commit copies and a joining prompt need none).
         """
         bsz, t = input_ids.shape
-        key_rows = None
+        key_groups = None
         if position_ids is None:
             base = cache.lengths[:, None] if cache is not None else 0
             position_ids = base + torch.arange(t, device=input_ids.device)[None].expand(bsz, t)
@@ -84,8 +84,8 @@ class LLaDA2MoeModelLM(nn.Module):
             width = 0 if cache is None else (cache.capacity if static_cache else cache.width)
             lengths = cache.lengths if cache is not None else None
             attn_mask = window_mask(position_ids, layout, lengths, width)
-            if input_ids.device.type == "cpu" and not static_cache:  # batch invariance, see ragged_key_rows
-                key_rows = ragged_key_rows(attn_mask, lengths, width, layout.valid)
+            if input_ids.device.type == "cpu" and not static_cache:  # batch invariance, see ragged_key_groups
+                key_groups = ragged_key_groups(attn_mask, lengths, width, layout.valid)
         elif attn_mask.dim() == 2:
             attn_mask = attn_mask[None, None]
         h = self.model.word_embeddings(input_ids)
@@ -94,10 +94,10 @@ class LLaDA2MoeModelLM(nn.Module):
         for i, layer in enumerate(self.model.layers):
             past = cache.layer(i, full=static_cache) if cache is not None else None
             if self.gradient_checkpointing and self.training:
-                h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, key_rows,
+                h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, key_groups,
                                                           use_reentrant=False)
             else:
-                h, kv = layer(h, cos, sin, attn_mask, past, key_rows)
+                h, kv = layer(h, cos, sin, attn_mask, past, key_groups)
             new_kv.append(kv)
         if logits_index is not None:
             h = h.gather(1, logits_index[:, :, None].expand(-1, -1, h.shape[-1]))
