@@ -5,11 +5,11 @@ Parts: `rollout` (G samples per prompt through the decoding engine), `rewards`, 
 surrogate, eq. 4, with an exact per-level backward), `recipe` (the training loop) and `commands` (`redraft rl`).
 """
 
-from .advantages import group_advantages
+from .advantages import AdvantageConfig, group_advantages
 from .likelihood import ElboConfig, ElboTerms, SequenceBatch, block_terms, noise_level, normalizer, sequence_logp
 from .loss import LossConfig, clipped_surrogate, ebpo_backward, ebpo_loss, k3
 from .rewards import REWARDS, CombinedReward, RewardSpec
 
-__all__ = ["group_advantages", "ElboConfig", "ElboTerms", "SequenceBatch", "block_terms", "noise_level", "normalizer",
+__all__ = ["AdvantageConfig", "group_advantages", "ElboConfig", "ElboTerms", "SequenceBatch", "block_terms", "noise_level", "normalizer",
            "sequence_logp", "LossConfig", "clipped_surrogate", "ebpo_backward", "ebpo_loss", "k3", "REWARDS",
            "CombinedReward", "RewardSpec"]

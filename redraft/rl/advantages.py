@@ -14,19 +14,39 @@ as lost confidence; a scale below 1 trades that against the bias of an asymmetri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 METHODS = ("mean_std", "mean", "rloo")
 
 
+def _check(method: str, negative_scale: float) -> None:
+    if method not in METHODS:
+        raise ValueError(f"advantages.method must be one of {METHODS}, got {method!r}")
+    if isinstance(negative_scale, bool) or not isinstance(negative_scale, (int, float)) \
+            or not 0.0 <= negative_scale <= 1.0:
+        raise ValueError(f"advantages.negative_scale must be a number in [0, 1], got {negative_scale!r}")
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    """method: "mean_std" | "mean" | "rloo"; skip_zero_variance: leave all-equal groups out of the loss;
+    negative_scale: multiplies negative advantages (1 = plain; 0 = positive samples only)."""
+
+    method: str = "mean_std"
+    skip_zero_variance: bool = True
+    negative_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.method, self.negative_scale)
+
+
 def group_advantages(rewards: Tensor, method: str = "mean_std", eps: float = 1e-6,
                      skip_zero_variance: bool = True, negative_scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """rewards [P, G] float -> (advantages [P, G] float32, keep [P, G] bool)."""
-    if not 0.0 <= negative_scale <= 1.0:
-        raise ValueError(f"advantages.negative_scale must be in [0, 1], got {negative_scale!r}")
-    if method not in METHODS:
-        raise ValueError(f"advantages.method must be one of {METHODS}, got {method!r}")
+    _check(method, negative_scale)
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be [P, G], got shape {tuple(rewards.shape)}")
     num_samples = rewards.shape[1]

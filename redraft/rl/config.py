@@ -15,7 +15,7 @@ from typing import Any
 
 from redraft.training.config import OptimConfig, apply_override, read_config_file
 
-from .advantages import METHODS
+from .advantages import AdvantageConfig
 from .likelihood import ElboConfig
 from .loss import LossConfig
 from .rewards import RewardSpec
@@ -23,23 +23,6 @@ from .rollout import RolloutConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 PARALLEL = ("ddp", "fsdp")
-
-
-@dataclass(frozen=True)
-class AdvantageConfig:
-    """method: "mean_std" | "mean" | "rloo"; skip_zero_variance: leave all-equal groups out of the loss;
-    negative_scale: multiplies negative advantages (1 = plain; 0 = positive samples only)."""
-
-    method: str = "mean_std"
-    skip_zero_variance: bool = True
-    negative_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"advantages.method must be one of {METHODS}, got {self.method!r}")
-        if isinstance(self.negative_scale, bool) or not isinstance(self.negative_scale, (int, float)) \
-                or not 0.0 <= self.negative_scale <= 1.0:
-            raise ValueError(f"advantages.negative_scale must be a number in [0, 1], got {self.negative_scale!r}")
 
 
 def _rl_optim() -> OptimConfig:

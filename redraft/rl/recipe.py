@@ -134,8 +134,7 @@ class EBPORecipe:
             [self.pool.samples[i] for i in local], self.reward, cfg.rollout,
             seeds=[derive_seed(cfg.seed, "decode", step, r) for r in rows],
             mask_seeds=[derive_seed(cfg.seed, "mask", step, r // g if cfg.group_noise else r) for r in rows],
-            advantage_method=cfg.advantages.method, skip_zero_variance=cfg.advantages.skip_zero_variance,
-            negative_scale=cfg.advantages.negative_scale)
+            advantages=cfg.advantages)
         batch.old_logp = self._logp(self.rollout_model, batch)
         if self.ref_model is not None:
             batch.ref_logp = self._logp(self.ref_model, batch)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from redraft.decoding import DecodeConfig, GenerationResult, generate, preset
 
-from .advantages import group_advantages
+from .advantages import AdvantageConfig, group_advantages
 from .likelihood import SequenceBatch
 from .rewards import CombinedReward
 
@@ -128,8 +128,7 @@ def pack_rows(rows: Sequence[Sequence[int]], prompt_lens: Sequence[int], mask_se
 
 def collect_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], samples: Sequence[Any],
                      reward: CombinedReward, cfg: RolloutConfig, seeds: Sequence[int], mask_seeds: Sequence[int],
-                     advantage_method: str = "mean_std", skip_zero_variance: bool = True,
-                     negative_scale: float = 1.0) -> RolloutBatch:
+                     advantages: AdvantageConfig = AdvantageConfig()) -> RolloutBatch:
     """Decode G samples of each of the P prompts in one engine batch, score them, and group-normalise.
 
     seeds, mask_seeds: B = P·G per-row seeds (decoding sampler; ELBO noise)."""
@@ -153,8 +152,9 @@ def collect_rollouts(model, tokenizer, prompt_ids: Sequence[Sequence[int]], samp
     prompt_texts = [tokenizer.decode(p, skip_special_tokens=True) for p in rows_prompt]
     total, parts = reward.score(prompt_texts, completions, row_samples)
     rewards = torch.tensor(total, dtype=torch.float32)
-    adv, keep = group_advantages(rewards.view(num_prompts, g), advantage_method,
-                                 skip_zero_variance=skip_zero_variance, negative_scale=negative_scale)
+    adv, keep = group_advantages(rewards.view(num_prompts, g), advantages.method,
+                                 skip_zero_variance=advantages.skip_zero_variance,
+                                 negative_scale=advantages.negative_scale)
     return RolloutBatch(
         sequences=pack_rows(rows, [len(p) for p in rows_prompt], mask_seeds, tokenizer.pad_id),
         response_lens=torch.tensor([len(res.token_ids) for res in results], dtype=torch.long),
