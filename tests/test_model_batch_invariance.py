@@ -1,18 +1,19 @@
 """Batch invariance on CPU, bit for bit: a row's logits never depend on the other rows of its forward.
 
-Two CPU kernels round differently depending on the batch: BLAS for matrices with a few rows (an expert picked by
-few tokens) and SDPA for different key counts (rows padded to the longest cache or window). `GEMM_ROW_TILE` and
-`ragged_key_groups` remove both; these tests compare with `torch.equal`, not a tolerance. Rows are run as the engine
-runs them: windows padded to whole blocks (the dense layers then see matrices of 8+ rows, where BLAS is invariant).
+Two kinds of CPU kernels round differently depending on the batch: BLAS GEMMs (kernel, blocking and thread split
+are chosen from the row count) and SDPA for different key counts (rows padded to the longest cache or window).
+`redraft.model.invariant` (fixed-shape row tiles) and `ragged_key_groups` remove both; these tests compare with
+`torch.equal`, not a tolerance. The first test checks the premise on the machine it runs on, so a BLAS that breaks
+it is reported as such rather than as a model bug.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
-import torch.nn.functional as F
 
 from redraft.model import BlockLayout, KVCache, LLaDA2MoeConfig
-from redraft.model.moe import GEMM_ROW_TILE
+from redraft.model.invariant import RowTiles, tiled_linear
 from redraft.model.testing import random_model
 
 BL = 16
@@ -21,21 +22,37 @@ CFG = LLaDA2MoeConfig(vocab_size=512, hidden_size=128, intermediate_size=256, nu
                       num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=128,
                       num_shared_experts=1, first_k_dense_replace=1, max_position_embeddings=1024,
                       torch_dtype="float32")
+# decode_speed's CPU shape at 3 layers: wide enough that plain GEMMs are not batch invariant on a 2-core Xeon
+WIDE = LLaDA2MoeConfig(vocab_size=2048, hidden_size=256, intermediate_size=1024, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=64, num_experts=16,
+                       num_experts_per_tok=2, n_group=4, topk_group=2, moe_intermediate_size=256,
+                       num_shared_experts=1, first_k_dense_replace=1, max_position_embeddings=1024,
+                       torch_dtype="float32")
 
 
-def _model():
-    return random_model(CFG, seed=0, head_std=1.0)
+def _model(cfg: LLaDA2MoeConfig = CFG):
+    return random_model(cfg, seed=0, head_std=1.0)
 
 
-def test_the_blas_premise_small_row_counts_round_differently():
-    """Documents why the padding exists: without it, rows of small matrices differ from the same rows in big ones.
-    (If a future BLAS stops doing this, the test still passes; the invariance tests below are the contract.)"""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tile", [8, 32])
+def test_the_premise_a_fixed_shape_gemm_gives_a_row_the_same_bits_anywhere(dtype, tile):
+    """A row's result of `tiled_linear` does not depend on its neighbours or its place among the rows, for row
+    counts that are and are not tile multiples (what every batch-invariance test below rests on)."""
     g = torch.Generator().manual_seed(0)
-    w, x = torch.randn(256, 256, generator=g), torch.randn(64, 256, generator=g)
-    big = F.linear(x, w)
-    for m in range(1, 40):
-        padded = -(-m // GEMM_ROW_TILE) * GEMM_ROW_TILE
-        assert torch.equal(F.linear(x[:padded], w)[:m], big[:m])
+    for k, n in [(128, 256), (256, 1024), (1024, 256), (256, 6144)]:
+        w, x = torch.randn(n, k, generator=g).to(dtype), torch.randn(300, k, generator=g).to(dtype)
+        bias = torch.randn(n, generator=g).to(dtype)
+        ref = tiled_linear(x, w, bias, tile)
+        for m in (1, 3, tile - 1, tile, tile + 5, 64, 100, 257):
+            rows = torch.randperm(300, generator=g)[:m]
+            assert torch.equal(tiled_linear(x[rows], w, bias, tile), ref[rows]), (k, n, m)
+        assert torch.allclose(ref.float(), torch.nn.functional.linear(x, w, bias).float(), rtol=2e-2, atol=2e-2 * k ** 0.5)
+
+
+def test_row_tiles_are_validated():
+    with pytest.raises(ValueError, match="row tiles"):
+        RowTiles(dense=0)
 
 
 def test_moe_token_output_does_not_depend_on_other_tokens():
@@ -43,14 +60,15 @@ def test_moe_token_output_does_not_depend_on_other_tokens():
     moe = model.model.layers[1].mlp
     x = torch.randn(6, 40, CFG.hidden_size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        together = moe(x)
+        together = moe(x, RowTiles())
         for r in range(x.shape[0]):
             for n in (8, 16, 24, 40):  # few tokens per expert alone, many together
-                assert torch.equal(moe(x[r:r + 1, :n]), together[r:r + 1, :n])
+                assert torch.equal(moe(x[r:r + 1, :n], RowTiles()), together[r:r + 1, :n])
+        assert torch.allclose(moe(x), together, atol=1e-5)  # the fast path computes the same function
 
 
 def _ids(n: int, seed: int) -> torch.Tensor:
-    return torch.randint(0, CFG.vocab_size - 1, (n,), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, min(CFG.vocab_size, WIDE.vocab_size) - 1, (n,), generator=torch.Generator().manual_seed(seed))
 
 
 def _padded(ids: torch.Tensor, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor, BlockLayout]:
@@ -73,8 +91,9 @@ def _alone(model, ids: torch.Tensor, committed: int, window: int) -> torch.Tenso
         return model(w, pos, layout, cache=cache).logits[0, :window]
 
 
-def test_rows_with_different_caches_and_padded_windows_match_their_solo_runs():
-    model = _model()
+@pytest.mark.parametrize("cfg", [CFG, WIDE], ids=["small", "wide"])
+def test_rows_with_different_caches_and_padded_windows_match_their_solo_runs(cfg):
+    model = _model(cfg)
     rows = [(_ids(200, s), committed, window) for s, (committed, window) in
             enumerate([(5 * BL, BL), (0, BL), (9 * BL + 3, 2 * BL), (2 * BL, 7), (5 * BL, BL)])]  # rows 0, 4: one group
     width = max(w for _, _, w in rows)
@@ -98,8 +117,9 @@ def test_rows_with_different_caches_and_padded_windows_match_their_solo_runs():
         assert torch.isfinite(batched[i]).all()  # padding queries stay finite too
 
 
-def test_join_prefill_of_prompts_of_different_lengths_matches_solo():
-    model = _model()
+@pytest.mark.parametrize("cfg", [CFG, WIDE], ids=["small", "wide"])
+def test_join_prefill_of_prompts_of_different_lengths_matches_solo(cfg):
+    model = _model(cfg)
     lengths = [37, 64, 5]
     ids = torch.zeros(3, 64, dtype=torch.long)
     valid = torch.zeros(3, 64, dtype=torch.bool)
@@ -114,3 +134,26 @@ def test_join_prefill_of_prompts_of_different_lengths_matches_solo():
             w, p, layout = _padded(s, 0, len(s))
             alone = model(w, p, layout).logits[0, :len(s)]
             assert torch.equal(batched[i, :len(s)], alone), f"row {i}"
+
+
+def test_batch_invariant_forward_computes_the_plain_forward_and_refuses_what_it_cannot_do():
+    model = _model(WIDE)
+    ids = _ids(64, 3)[None]
+    layout = BlockLayout(BL)
+    with torch.no_grad():
+        fast = model(ids, layout=layout, batch_invariant=False).logits
+        exact = model(ids, layout=layout).logits  # the default on CPU
+        tiles = model(ids, layout=layout, batch_invariant=RowTiles(dense=16, expert=16)).logits
+    assert torch.allclose(fast, exact, atol=1e-4, rtol=1e-4) and torch.allclose(tiles, exact, atol=1e-4, rtol=1e-4)
+    # with grad (training-style calls) the tiled path stays differentiable and gives the same gradients
+    model.zero_grad()
+    model(ids, layout=layout, batch_invariant=True).logits.square().mean().backward()
+    tiled_grad = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model(ids, layout=layout, batch_invariant=False).logits.square().mean().backward()
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(tiled_grad[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+    mask = torch.ones(64, 64, dtype=torch.bool)
+    with pytest.raises(ValueError, match="batch_invariant"):
+        model(ids, attn_mask=mask, batch_invariant=True)

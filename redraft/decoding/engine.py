@@ -26,11 +26,14 @@ class Engine:
     prefix_index: optional `PrefixIndex` (e.g. `redraft.serving.PrefixCache`): joining requests reuse the stored
     K/V of prompt prefixes they share with earlier requests (exact; needs use_cache).
     cuda_graphs: replay CUDA graphs for cached window forwards (None = on when the model is on CUDA; True with a
-    model elsewhere is a ValueError)."""
+    model elsewhere is a ValueError).
+    batch_invariant: a row's tokens never depend on the other rows of its batch, bit for bit (each row attends over
+    its own keys, GEMMs on fixed row tiles: `redraft.model.invariant`). None = on for a model on CPU, off on CUDA
+    (the fused kernels there round by batch shape; True there is untested and needs cuda_graphs=False)."""
 
     def __init__(self, model, tokenizer=None, max_batch_size: int = 32, *, use_cache: bool = True,
                  mask_id: int | None = None, prefix_index: PrefixIndex | None = None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, batch_invariant: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(max_batch_size)
@@ -43,6 +46,12 @@ class Engine:
         if cuda_graphs and self._device().type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a model on CUDA, got device {self._device()}")
         self.cuda_graphs = cuda_graphs
+        if batch_invariant is not None and not isinstance(batch_invariant, bool):
+            raise ValueError(f"batch_invariant must be True, False or None, got {batch_invariant!r}")
+        if batch_invariant and cuda_graphs:
+            raise ValueError("batch_invariant=True and cuda_graphs=True cannot be combined (graphs replay one "
+                             "shape for the whole batch); pass cuda_graphs=False")
+        self.batch_invariant = batch_invariant
         self.rows: dict[str, Row] = {}
         self._ids = itertools.count()
         self._pending: list[StepEvent] = []
@@ -150,7 +159,7 @@ class Engine:
     def _runner(self) -> ModelRunner:
         if self.runner is None:
             self.runner = ModelRunner(self.model, self.mask_id, self.use_cache, self.prefix_index,
-                                      self.cuda_graphs)
+                                      self.cuda_graphs, self.batch_invariant)
         return self.runner
 
     def _text(self, ids: list[int]) -> str:

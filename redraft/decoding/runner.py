@@ -54,17 +54,19 @@ class PrefixIndex(Protocol):
 class ModelRunner:
     """cuda_graphs: route cached window forwards (not the joining ones) through `CUDAGraphRunner` (None = when the
     model is on CUDA). Its outputs are static buffers: a step reads its logits and commits its K/V before the next
-    forward, which `run` does."""
+    forward, which `run` does. batch_invariant: see `Engine` (None = on CPU only)."""
 
     def __init__(self, model, mask_id: int, use_cache: bool = True, prefix_index: PrefixIndex | None = None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, batch_invariant: bool | None = None):
         self.model = model
         self.mask_id = mask_id
         self.use_cache = use_cache
         self.device = next(model.parameters()).device
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a model on CUDA, got device {self.device}")
-        self.cuda_graphs = self.device.type == "cuda" and use_cache and cuda_graphs is not False
+        self.batch_invariant = self.device.type == "cpu" if batch_invariant is None else batch_invariant
+        self.cuda_graphs = (self.device.type == "cuda" and use_cache and cuda_graphs is not False
+                            and not self.batch_invariant)
         self.cached_forward = CUDAGraphRunner(model) if self.cuda_graphs else model
         self.caches: dict[int, KVCache] = {}  # one per block length (one running batch each)
         self.prefix_index = prefix_index if use_cache else None
@@ -115,9 +117,13 @@ class ModelRunner:
         e_steps = torch.arange(e_width, device=dev)
         idx = (copy_t[:, None] + e_steps[None]).clamp(max=width - 1)
         if prefill or cache is None:
-            out = self.model(ids, positions, layout, cache=reused if prefill else None, logits_index=idx)
-        else:
+            out = self.model(ids, positions, layout, cache=reused if prefill else None, logits_index=idx,
+                             batch_invariant=self.batch_invariant)
+        elif self.cuda_graphs:
             out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx)
+        else:
+            out = self.model(ids, positions, layout, cache=cache, logits_index=idx,
+                             batch_invariant=self.batch_invariant)
         logits = out.logits
         tokens = ids.gather(1, idx)
         e_pos = positions.gather(1, idx)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
+from .invariant import tiled_linear
 from .layers import RMSNorm, apply_rotary
 from .masks import KeyGroup
 
@@ -28,15 +29,17 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
                 past: tuple[Tensor, Tensor] | None = None,
-                key_groups: list[KeyGroup] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                key_groups: list[KeyGroup] | None = None,
+                tile: int | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x: [B, T, H]; mask: bool [B, 1, T, S+T]; past: cached (k, v) [B, Hkv, S, D].
         key_groups: optional (see `ragged_key_groups`): each row attends over exactly its own keys, one attention
         call per group of rows with equal key counts (`mask` is then unused).
+        tile: rows per GEMM of the projections for a batch-invariant forward (see `invariant.py`).
 
         Returns the output [B, T, H] and this window's (k, v) [B, Hkv, T, D] (what a commit stores).
         """
         bsz, t, _ = x.shape
-        qkv = self.query_key_value(x).view(bsz, t, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        qkv = tiled_linear(x, self.query_key_value.weight, self.query_key_value.bias, tile).view(bsz, t, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.query_layernorm is not None:
@@ -59,4 +62,4 @@ class Attention(nn.Module):
                                                              v[g.rows].gather(2, idx), attn_mask=g.mask,
                                                              enable_gqa=gqa)
         out = out.transpose(1, 2).reshape(bsz, t, self.num_heads * self.head_dim)
-        return self.dense(out), new_kv
+        return tiled_linear(out, self.dense.weight, self.dense.bias, tile), new_kv

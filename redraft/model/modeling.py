@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .attention import Attention
 from .config import LLaDA2MoeConfig
+from .invariant import RowTiles, tiled_linear
 from .kv_cache import KV, KVCache
 from .layers import MLP, RMSNorm, RotaryEmbedding
 from .masks import BlockLayout, KeyGroup, ragged_key_groups, window_mask
@@ -33,10 +34,14 @@ class DecoderLayer(nn.Module):
         self.mlp = MoE(cfg) if cfg.is_moe_layer(layer_idx) else MLP(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None,
-                key_groups: list[KeyGroup] | None = None) -> tuple[Tensor, KV]:
-        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past, key_groups)
+                key_groups: list[KeyGroup] | None = None, tiles: RowTiles | None = None) -> tuple[Tensor, KV]:
+        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past, key_groups,
+                               tiles.dense if tiles is not None else None)
         x = x + h
-        return x + self.mlp(self.post_attention_layernorm(x)), kv
+        h = self.post_attention_layernorm(x)
+        if isinstance(self.mlp, MoE):
+            return x + self.mlp(h, tiles), kv
+        return x + self.mlp(h, tiles.dense if tiles is not None else None), kv
 
 
 class LLaDA2MoeModel(nn.Module):
@@ -60,7 +65,7 @@ class LLaDA2MoeModelLM(nn.Module):
 
     def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
                 attn_mask: Tensor | None = None, cache: KVCache | None = None, static_cache: bool = False,
-                logits_index: Tensor | None = None) -> ModelOutput:
+                logits_index: Tensor | None = None, batch_invariant: bool | RowTiles | None = None) -> ModelOutput:
         """Run a window of tokens.
 
         input_ids: [B, T]. position_ids: [B, T] absolute positions (default 0..T-1, or continuing each cached row).
@@ -72,9 +77,21 @@ class LLaDA2MoeModelLM(nn.Module):
             shapes do not depend on host-side lengths (CUDA-graph capture, see `cuda_graphs.py`).
         logits_index: optional [B, E] window positions whose logits are wanted: `logits` is then [B, E, V] and the
             LM head runs on those positions only (a decode window's commit copies and a joining prompt need none).
+        batch_invariant: make every row's result independent of the other rows of the batch, bit for bit: each row
+            attends over exactly its own keys (`ragged_key_groups`) and every GEMM runs on fixed row tiles
+            (`invariant.py`; a `RowTiles` sets the tile sizes). None (default): on for CPU inference forwards (no
+            grad) built from a layout, i.e. decoding; off otherwise. Not with `attn_mask` or `static_cache`.
         """
         bsz, t = input_ids.shape
         key_groups = None
+        if batch_invariant is None:
+            batch_invariant = (input_ids.device.type == "cpu" and attn_mask is None and not static_cache
+                               and not torch.is_grad_enabled())
+        elif batch_invariant is not False and (attn_mask is not None or static_cache):
+            raise ValueError("batch_invariant works with a layout-built mask and a dynamic cache only "
+                             "(not with attn_mask or static_cache)")
+        tiles = (batch_invariant if isinstance(batch_invariant, RowTiles)
+                 else RowTiles() if batch_invariant else None)
         if position_ids is None:
             base = cache.lengths[:, None] if cache is not None else 0
             position_ids = base + torch.arange(t, device=input_ids.device)[None].expand(bsz, t)
@@ -84,7 +101,7 @@ class LLaDA2MoeModelLM(nn.Module):
             width = 0 if cache is None else (cache.capacity if static_cache else cache.width)
             lengths = cache.lengths if cache is not None else None
             attn_mask = window_mask(position_ids, layout, lengths, width)
-            if input_ids.device.type == "cpu" and not static_cache:  # batch invariance, see ragged_key_groups
+            if tiles is not None:
                 key_groups = ragged_key_groups(attn_mask, lengths, width, layout.valid)
         elif attn_mask.dim() == 2:
             attn_mask = attn_mask[None, None]
@@ -94,14 +111,15 @@ class LLaDA2MoeModelLM(nn.Module):
         for i, layer in enumerate(self.model.layers):
             past = cache.layer(i, full=static_cache) if cache is not None else None
             if self.gradient_checkpointing and self.training:
-                h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, key_groups,
+                h, kv = torch.utils.checkpoint.checkpoint(layer, h, cos, sin, attn_mask, past, key_groups, tiles,
                                                           use_reentrant=False)
             else:
-                h, kv = layer(h, cos, sin, attn_mask, past, key_groups)
+                h, kv = layer(h, cos, sin, attn_mask, past, key_groups, tiles)
             new_kv.append(kv)
         if logits_index is not None:
             h = h.gather(1, logits_index[:, :, None].expand(-1, -1, h.shape[-1]))
-        logits = self.lm_head(self.model.norm(h)).float()
+        logits = tiled_linear(self.model.norm(h), self.lm_head.weight, self.lm_head.bias,
+                              tiles.dense if tiles is not None else None).float()
         return ModelOutput(logits=logits, new_kv=new_kv)
 
     def reset_non_persistent_buffers(self) -> None:

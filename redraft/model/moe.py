@@ -11,17 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
+from .invariant import RowTiles, tiled_linear, tiled_swiglu
 from .layers import MLP
 
 _PROJ = ("gate_proj", "up_proj", "down_proj")
 
-
-# CPU BLAS (oneDNN/MKL) computes the last rows of a matrix whose row count is not a multiple of its tile on a
-# different kernel, with different rounding (measured: rows past a multiple of 4 in matrices of fewer than 12 rows).
-# A token's expert output would then depend on how many tokens of *other* rows of the batch picked the same expert.
-# Padding every expert group to a multiple of 8 rows keeps each token's result independent of the batch (measured
-# bit-identical for every count 1..300; tests/test_model_batch_invariance.py checks the whole model).
-GEMM_ROW_TILE = 8
 
 class Router(nn.Module):
     """Sigmoid scores; `expert_bias` shifts scores for selection only; top-2 per group rank the groups."""
@@ -36,9 +30,9 @@ class Router(nn.Module):
         self.weight = nn.Parameter(torch.empty(cfg.num_experts, cfg.hidden_size))
         self.register_buffer("expert_bias", torch.zeros(cfg.num_experts))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: [N, H] -> (expert ids [N, k] int64, weights [N, k] float32)."""
-        logits = F.linear(x.float(), self.weight.float())
+    def forward(self, x: Tensor, tile: int | None = None) -> tuple[Tensor, Tensor]:
+        """x: [N, H] -> (expert ids [N, k] int64, weights [N, k] float32). tile: see `invariant.py`."""
+        logits = tiled_linear(x.float(), self.weight.float(), tile=tile)
         scores = torch.sigmoid(logits)
         choice = scores + self.expert_bias.float()
         n = choice.shape[0]
@@ -103,29 +97,33 @@ class ExpertBank(nn.Module):
             return self.use_grouped_mm
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
 
-    def forward(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+    def forward(self, x_sorted: Tensor, counts: Tensor, tile: int | None = None) -> Tensor:
         """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H].
 
         Paths: grouped matmul (CUDA, bf16, Hopper+); padded batched matmul while a CUDA graph is being captured
         (no host sync; E/k times the work, for small models or dtypes without grouped matmul); otherwise a loop over
-        experts with one host sync per layer.
+        experts with one host sync per layer. With `tile` (a batch-invariant forward, see `invariant.py`) always the
+        loop, each expert's rows in GEMMs of exactly `tile` rows: a token's result then does not depend on how many
+        other tokens picked the same expert.
         """
-        if self._grouped_ok(x_sorted):
+        if tile is None and self._grouped_ok(x_sorted):
             offs = counts.cumsum(0).to(torch.int32)
             gate = torch._grouped_mm(x_sorted, self.gate_proj.transpose(1, 2), offs=offs)
             up = torch._grouped_mm(x_sorted, self.up_proj.transpose(1, 2), offs=offs)
             return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
-        if x_sorted.is_cuda and torch.cuda.is_current_stream_capturing():
+        if tile is None and x_sorted.is_cuda and torch.cuda.is_current_stream_capturing():
             return self._padded(x_sorted, counts)
         out = torch.empty_like(x_sorted)
         start = 0
         for e, n in enumerate(counts.tolist()):  # one host sync per layer, not per expert
             if n:
                 xs = x_sorted[start:start + n]
-                if n % GEMM_ROW_TILE:  # batch invariance: see GEMM_ROW_TILE
-                    xs = torch.cat([xs, xs.new_zeros(GEMM_ROW_TILE - n % GEMM_ROW_TILE, xs.shape[1])])
-                h = F.silu(F.linear(xs, self.gate_proj[e])) * F.linear(xs, self.up_proj[e])
-                out[start:start + n] = F.linear(h, self.down_proj[e])[:n]
+                if tile is None:
+                    h = F.silu(F.linear(xs, self.gate_proj[e])) * F.linear(xs, self.up_proj[e])
+                    out[start:start + n] = F.linear(h, self.down_proj[e])
+                else:
+                    out[start:start + n] = tiled_swiglu(xs, self.gate_proj[e], self.up_proj[e], self.down_proj[e],
+                                                        tile)
                 start += n
         return out
 
@@ -153,22 +151,24 @@ class MoE(nn.Module):
         self.shared_experts = (MLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.num_shared_experts)
                                if cfg.num_shared_experts else None)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, tiles: RowTiles | None = None) -> Tensor:
+        """tiles: row tiles of a batch-invariant forward (see `invariant.py`); None: the fastest path."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        idx, weight = self.gate(flat)
+        dense_tile, expert_tile = (tiles.dense, tiles.expert) if tiles is not None else (None, None)
+        idx, weight = self.gate(flat, dense_tile)
         order = idx.view(-1).argsort(stable=True)
         # scatter_add instead of bincount: bincount syncs with the host on CUDA to size its output
         flat_idx = idx.view(-1)
         counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device).scatter_add_(
             0, flat_idx, torch.ones_like(flat_idx))
-        out_sorted = self.experts(flat[order // self.top_k], counts)
+        out_sorted = self.experts(flat[order // self.top_k], counts, expert_tile)
         per_slot = torch.empty_like(out_sorted)
         per_slot[order] = out_sorted
         y = (per_slot.view(-1, self.top_k, shape[-1]).float() * weight[..., None]).sum(1).to(x.dtype)
         y = y.view(shape)
         if self.shared_experts is not None:
-            y = y + self.shared_experts(x)
+            y = y + self.shared_experts(x, dense_tile)
         return y
 
     def forward_reference(self, x: Tensor) -> Tensor:
