@@ -15,9 +15,10 @@ from redraft.model import BlockLayout
 def official_generate(model, prompt: list[int], *, mask_id: int, gen_length: int, block_length: int = 32,
                       threshold: float = 0.7, editing_threshold: float = 0.5, max_post_steps: int = 16,
                       num_to_transfer: int = 1, eos_id: int | None = None, eos_early_stop: bool = False,
-                      editing: bool = True) -> tuple[list[int], int]:
+                      editing: bool = True, batch_invariant: bool | None = None) -> tuple[list[int], int]:
     """Returns (generated ids, number of forwards). Every forward runs the model on the whole canvas up to and
-    including the current block with the block-causal mask, like the official release."""
+    including the current block with the block-causal mask, like the official release. batch_invariant: passed to
+    the model (False: plain GEMMs, as the official code runs; None: the model's default)."""
     device = next(model.parameters()).device
     n, L = len(prompt), block_length
     total = -(-(n + gen_length) // L) * L
@@ -37,7 +38,7 @@ def official_generate(model, prompt: list[int], *, mask_id: int, gen_length: int
                 post += 1
                 if post > max_post_steps:
                     break
-            logits = model(canvas[:, :e], None, BlockLayout(L)).logits[0, s:e].float()
+            logits = model(canvas[:, :e], None, BlockLayout(L), batch_invariant=batch_invariant).logits[0, s:e].float()
             forwards += 1
             top_logit, top = logits.max(-1)
             prob = torch.exp(top_logit - torch.logsumexp(logits, -1))

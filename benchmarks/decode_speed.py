@@ -2,9 +2,11 @@
 
 CPU (default): a random LLaDA2-MoE checkpoint of ~25M parameters built here (confidences spread by a large LM-head
 scale so the thresholds matter); prompt 128, 512 new tokens, block 32, Q Mode unless said otherwise.
-  (a) batch-1 tokens/s of the engine vs `_baseline_decoder.official_generate` on the same prompt (identical tokens;
-      median of `--repeat` alternated timings);
-  (b) batch 8 vs the same 8 prompts decoded one at a time (identical tokens);
+  (a) batch-1 tokens/s of the engine (its CPU default: batch invariant, `redraft.model.invariant`) vs
+      `_baseline_decoder.official_generate` with plain GEMMs as the official code runs them, on the same prompt;
+      the engine with plain GEMMs too, whose tokens must equal the baseline's (same kernels: the cache and the
+      engine loop change nothing); median of `--repeat` alternated timings;
+  (b) batch 8 vs the same 8 prompts decoded one at a time (identical tokens: batch invariance);
   (c) TPF and tokens/s for S Mode vs Q Mode.
 GPU (`--gpu`): random weights of the LLaDA2.1-mini shape built on the device (bf16): per-step latency of a 32-token
 block over a 1024-token cache through the engine (CUDA graphs on/off) and batch-1 / batch-16 tokens/s.
@@ -70,15 +72,19 @@ def cpu_bench(args) -> dict:
 
     # (a) engine vs the official recompute-everything loop, batch 1, same prompt; alternated `repeat` times and the
     # median time of each kept (the engine run lasts seconds, so one pair is at the mercy of the machine)
-    base_times, eng_times = [], []
+    base_times, eng_times, plain_times = [], [], []
     for _ in range(args.repeat):
         (base_ids, base_forwards), t = timed(lambda: official_generate(
             model, prompts[0], mask_id=mask_id, gen_length=new, block_length=quality.block_length,
-            threshold=quality.tau_mask, editing_threshold=quality.tau_edit, max_post_steps=quality.max_post_steps))
+            threshold=quality.tau_mask, editing_threshold=quality.tau_edit, max_post_steps=quality.max_post_steps,
+            batch_invariant=False))
         base_times.append(t)
         eng, t = timed(lambda: generate(model, None, [prompts[0]], quality)[0])
         eng_times.append(t)
-    base_s, eng_s = sorted(base_times)[len(base_times) // 2], sorted(eng_times)[len(eng_times) // 2]
+        plain, t = timed(lambda: generate(model, None, [prompts[0]], quality, batch_invariant=False)[0])
+        plain_times.append(t)
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    base_s, eng_s, plain_s = median(base_times), median(eng_times), median(plain_times)
     # (b) batch vs one at a time, same prompts
     singles, single_s = timed(lambda: [eng] + [generate(model, None, [p], quality)[0] for p in prompts[1:]])
     single_s += eng_s
@@ -87,12 +93,14 @@ def cpu_bench(args) -> dict:
     fast, fast_s = timed(lambda: generate(model, None, [prompts[0]], speedy)[0])
     tokens_single = sum(len(r.token_ids) for r in singles)
     tokens_batch = sum(len(r.token_ids) for r in batched)
-    identical_vs_recompute = eng.token_ids == base_ids
+    identical_vs_recompute = plain.token_ids == base_ids
     identical_batch = [r.token_ids for r in batched] == [r.token_ids for r in singles]
     identical = identical_vs_recompute and identical_batch
     rows = {
         "baseline_recompute": dict(tokens=len(base_ids), forwards=base_forwards, seconds=base_s),
         "engine_quality_b1": dict(tokens=len(eng.token_ids), forwards=eng.stats.forwards, seconds=eng_s),
+        "engine_quality_b1_plain_gemm": dict(tokens=len(plain.token_ids), forwards=plain.stats.forwards,
+                                             seconds=plain_s),
         f"engine_quality_b1_x{batch}": dict(tokens=tokens_single, forwards=sum(r.stats.forwards for r in singles),
                                             seconds=single_s),
         f"engine_quality_b{batch}": dict(tokens=tokens_batch, forwards=max(r.stats.forwards for r in batched),
@@ -109,8 +117,11 @@ def cpu_bench(args) -> dict:
         "threads": torch.get_num_threads(), "load_average_start": load_start, "load_average_end": load_average(),
         "rows": rows, "repeat": args.repeat,
         "speedup_vs_recompute_each_repeat": [b / e for b, e in zip(base_times, eng_times)],
+        "speedup_vs_recompute_plain_gemm": base_s / plain_s,
+        "batch_invariance_cost_b1": eng_s / plain_s,
         "identical_tokens": identical,
         "identical_tokens_vs_recompute": identical_vs_recompute,
+        "engine_default_equals_recompute": eng.token_ids == base_ids,
         "identical_tokens_batch_vs_single": identical_batch,
         "mismatched_rows_batch_vs_single": [i for i, (a, b) in enumerate(zip(batched, singles))
                                             if a.token_ids != b.token_ids],
@@ -186,7 +197,8 @@ def print_table(result: dict) -> None:
                       f"{r['tokens_per_s']:.1f}", f"{r['step_ms_median']:.2f}" if "step_ms_median" in r else "")
     console = Console()
     console.print(table)
-    for key in ("identical_tokens", "speedup_vs_recompute", "batch8_vs_batch1", "speedy_vs_quality_tokens_per_s",
+    for key in ("identical_tokens", "speedup_vs_recompute", "speedup_vs_recompute_plain_gemm",
+                "batch_invariance_cost_b1", "batch8_vs_batch1", "speedy_vs_quality_tokens_per_s",
                 "step_ms_b1", "step_ms_b16", "step_ms_b1_no_graphs"):
         if key in result:
             v = result[key]
