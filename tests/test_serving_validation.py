@@ -179,7 +179,7 @@ def test_settings_are_validated():
 
 
 @pytest.mark.parametrize("field, value", [("device", "nope"), ("dtype", "int8"), ("prefix_cache_slots", -1),
-                                          ("max_batch_size", 0), ("default_mode", "fast")])
+                                          ("max_batch_size", 0), ("default_mode", "fast"), ("batch_invariant", "yes")])
 def test_bad_server_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"ServerSettings.{field}"):
         ServerSettings(**{field: value})
