@@ -52,6 +52,17 @@ def test_python_and_length_rewards():
         RewardSpec("length", config={"target": 0}).build()
 
 
+def test_random_placebo_reward_is_deterministic_uninformative_and_validated():
+    fn = RewardSpec("random", config={"p": 0.3, "seed": 1}).build()
+    values = [fn("sort: 3 1 2", f"completion {i}", None) for i in range(4000)]
+    assert set(values) == {0.0, 1.0} and abs(sum(values) / len(values) - 0.3) < 0.03
+    assert [fn("sort: 3 1 2", f"completion {i}", None) for i in range(50)] == values[:50]  # same completion, same reward
+    other = RewardSpec("random", config={"p": 0.3, "seed": 2}).build()
+    assert [other("sort: 3 1 2", f"completion {i}", None) for i in range(50)] != values[:50]
+    with pytest.raises(ValueError, match="p must be"):
+        RewardSpec("random", config={"p": 1.5}).build()
+
+
 def test_registry_is_extensible_and_errors_name_the_kind():
     assert {"task", "format", "code", "length", "python"} <= set(REWARDS)
     with pytest.raises(ValueError, match="reward kind"):

@@ -7,6 +7,8 @@
   code:   HumanEval-style: prompt + completion + meta["test"] + check(meta["entry_point"]) run in the sandbox,
           1.0 if it passes. Code rewards score a whole batch in parallel (`score_batch`);
   length: −|len(completion) − target| / scale (brevity shaping);
+  random: a placebo control, 1.0 with probability p from a hash of (seed, prompt, completion), whatever the
+          completion says (does a gain come from the reward's information or from the updates alone?);
   python: any importable function "package.module:name" (or a factory called with the config).
 To add a reward: write the function and name it with kind "python" in the config, or pass
 `(name, weight, fn)` terms to `CombinedReward` from Python.
@@ -14,6 +16,7 @@ To add a reward: write the function and name it with kind "python" in the config
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -101,6 +104,19 @@ def length_reward(target: int, scale: float | None = None) -> RewardFn:
     return reward
 
 
+def random_reward(p: float = 0.5, seed: int = 0) -> RewardFn:
+    """Placebo control: 1.0 with probability p, 0.0 otherwise, decided by a hash of (seed, prompt, completion), so
+    the same completion always gets the same reward and the reward carries no information about correctness."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"random reward: p must be a number in [0, 1], got {p!r}")
+
+    def reward(prompt: str, completion: str, sample: Any) -> float:
+        digest = hashlib.blake2b(f"{seed}\x00{prompt}\x00{completion}".encode(), digest_size=8).digest()
+        return 1.0 if int.from_bytes(digest, "little") / 2.0 ** 64 < p else 0.0
+
+    return reward
+
+
 def python_reward(function: str, **kwargs: Any) -> RewardFn:
     """Any importable reward, "package.module:name": the function itself, or `name(**kwargs)` when kwargs are given
     (a factory). The way to add a reward from a config file without touching this module."""
@@ -119,7 +135,7 @@ def python_reward(function: str, **kwargs: Any) -> RewardFn:
 
 REWARDS: Mapping[str, Callable[..., RewardFn]] = MappingProxyType({
     "task": task_reward, "format": format_reward, "code": CodeReward, "length": length_reward,
-    "python": python_reward})
+    "python": python_reward, "random": random_reward})
 
 
 @dataclass(frozen=True)
