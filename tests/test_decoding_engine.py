@@ -197,3 +197,16 @@ def test_cuda_graphs_give_the_same_tokens_on_gpu():
     eager = generate(gpu, None, prompts, cfgs, cuda_graphs=False)
     graphs = generate(gpu, None, prompts, cfgs, cuda_graphs=True)
     assert [r.token_ids for r in eager] == [r.token_ids for r in graphs]
+
+
+def test_batch_invariant_option(model):
+    assert Engine(model, mask_id=MASK)._runner().batch_invariant  # None: on for a model on CPU
+    assert not Engine(model, mask_id=MASK, batch_invariant=False)._runner().batch_invariant
+    with pytest.raises(ValueError, match="batch_invariant"):
+        Engine(model, mask_id=MASK, batch_invariant="yes")
+    cfg = DecodeConfig(tau_mask=0.6, tau_edit=0.3, block_length=16, max_new_tokens=32, mask_id=MASK,
+                       max_post_steps=POST)
+    prompts = [_prompt(13, 7), _prompt(30, 8)]
+    plain = generate(model, None, prompts, cfg, batch_invariant=False)
+    exact = generate(model, None, prompts, cfg)
+    assert [len(r.token_ids) for r in plain] == [len(r.token_ids) for r in exact] == [32, 32]
