@@ -41,7 +41,9 @@ def official_generate(model, prompt: list[int], *, mask_id: int, gen_length: int
             logits = model(canvas[:, :e], None, BlockLayout(L), batch_invariant=batch_invariant).logits[0, s:e].float()
             forwards += 1
             top_logit, top = logits.max(-1)
-            prob = torch.exp(top_logit - torch.logsumexp(logits, -1))
+            # the top softmax value 1 / sum(exp(logit - max)), exp's subnormal range clamped (as redraft's policy:
+            # the same probabilities, so the token check tests the loop, and the same cost per position)
+            prob = (logits - top_logit[:, None]).clamp_(min=-87.0).exp_().sum(-1).reciprocal_()
             fill = masked & (prob > threshold)
             if int(fill.sum()) < num_to_transfer:
                 conf = torch.where(masked, prob, torch.full_like(prob, -1.0))

@@ -209,7 +209,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smaller run (under a minute on CPU)")
     ap.add_argument("--gpu", action="store_true", help="LLaDA2.1-mini shape on CUDA (see gpu_bench)")
-    ap.add_argument("--repeat", type=int, default=3, help="(a) is timed this many times, alternating; medians kept")
+    ap.add_argument("--repeat", type=int, default=5, help="(a) is timed this many times, alternating; medians kept")
     ap.add_argument("--head-std", type=float, default=1.0, help="LM-head init scale (spreads confidences)")
     ap.add_argument("--json", default=None, help="write the numbers to this file")
     args = ap.parse_args()

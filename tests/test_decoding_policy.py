@@ -127,3 +127,10 @@ def test_greedy_top_matches_softmax():
     sm = logits.softmax(-1)
     assert torch.equal(tok, sm.argmax(-1))
     torch.testing.assert_close(p, sm.max(-1).values)
+    # wide logits (exp in the subnormal range) and forbidden (-inf) tokens: still the softmax's top value
+    wide = torch.randn(2, 8, 300) * 60
+    wide[0, :, 5] = float("-inf")
+    tok, p = greedy_top(wide)
+    sm = wide.double().softmax(-1)
+    assert torch.equal(tok, sm.argmax(-1))
+    torch.testing.assert_close(p.double(), sm.max(-1).values, rtol=1e-6, atol=0)

@@ -21,11 +21,18 @@ class PolicyResult(NamedTuple):
     t2t: Tensor
 
 
+# exp below this is subnormal in float32: x86 computes subnormals ~10x slower (measured 1.9 ms vs 0.7 ms for a
+# 32 x 8192 window with wide logits), and such terms are < 1e-37 of a sum that is >= 1, so clamping changes nothing.
+_SUBNORMAL_EXP = -87.0
+
+
 def greedy_top(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """Top token and its probability exp(max - logsumexp) per position ([..., V] -> [...], [...]); no full softmax."""
+    """Top token and its probability per position ([..., V] -> [...], [...]): the top softmax value,
+    1 / sum(exp(logit - max)) (= exp(max - logsumexp), without its cancellation), no normalised softmax kept."""
     logits = logits.float()
     top_logit, top = logits.max(dim=-1)
-    return top, torch.exp(top_logit - torch.logsumexp(logits, dim=-1))
+    shifted = (logits - top_logit[..., None]).clamp_(min=_SUBNORMAL_EXP)
+    return top, shifted.exp_().sum(dim=-1).reciprocal_()
 
 
 def decide(tokens: Tensor, top_tokens: Tensor, top_probs: Tensor, frozen: Tensor, *, mask_id: int,
