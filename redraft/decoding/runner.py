@@ -116,13 +116,10 @@ class ModelRunner:
         # the editable window of each row: [B, E]; logits only there (not for commit copies or a joining prompt)
         e_steps = torch.arange(e_width, device=dev)
         idx = (copy_t[:, None] + e_steps[None]).clamp(max=width - 1)
-        if prefill or cache is None:
-            out = self.model(ids, positions, layout, cache=reused if prefill else None, logits_index=idx,
-                             batch_invariant=self.batch_invariant)
-        elif self.cuda_graphs:
+        if self.cuda_graphs and not prefill and cache is not None:
             out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx)
         else:
-            out = self.model(ids, positions, layout, cache=cache, logits_index=idx,
+            out = self.model(ids, positions, layout, cache=reused if prefill else cache, logits_index=idx,
                              batch_invariant=self.batch_invariant)
         logits = out.logits
         tokens = ids.gather(1, idx)

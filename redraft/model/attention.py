@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
-from .invariant import tiled_linear
+from .invariant import RowTiles, dense_tile, tiled_linear
 from .layers import RMSNorm, apply_rotary
 from .masks import KeyGroup
 
@@ -30,16 +30,18 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
                 past: tuple[Tensor, Tensor] | None = None,
                 key_groups: list[KeyGroup] | None = None,
-                tile: int | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                tiles: RowTiles | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x: [B, T, H]; mask: bool [B, 1, T, S+T]; past: cached (k, v) [B, Hkv, S, D].
         key_groups: optional (see `ragged_key_groups`): each row attends over exactly its own keys, one attention
         call per group of rows with equal key counts (`mask` is then unused).
-        tile: rows per GEMM of the projections for a batch-invariant forward (see `invariant.py`).
+        tiles: row tiles of the projections for a batch-invariant forward (see `invariant.py`).
 
         Returns the output [B, T, H] and this window's (k, v) [B, Hkv, T, D] (what a commit stores).
         """
         bsz, t, _ = x.shape
-        qkv = tiled_linear(x, self.query_key_value.weight, self.query_key_value.bias, tile).view(bsz, t, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        tile = dense_tile(tiles)
+        qkv = tiled_linear(x, self.query_key_value.weight, self.query_key_value.bias, tile)
+        qkv = qkv.view(bsz, t, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.query_layernorm is not None:

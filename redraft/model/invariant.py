@@ -41,6 +41,11 @@ class RowTiles:
             raise ValueError(f"row tiles must be positive, got dense={self.dense} expert={self.expert}")
 
 
+def dense_tile(tiles: RowTiles | None) -> int | None:
+    """The token-wise layers' tile of a forward (None: plain GEMMs)."""
+    return tiles.dense if tiles is not None else None
+
+
 def tiled_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tile: int | None = None) -> Tensor:
     """`F.linear(x, weight, bias)`; with `tile`, computed as one GEMM per tile of exactly `tile` rows of x's
     flattened leading dimensions, so each row's result does not depend on the other rows."""
@@ -48,20 +53,22 @@ def tiled_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tile: in
         return F.linear(x, weight, bias)
     lead = x.shape[:-1]
     flat = pad_rows(x.reshape(-1, x.shape[-1]), tile)
-    m = lead.numel()
     wt = weight.t()
-    if flat.shape[0] == tile:  # one tile: the same GEMM as each call of the loop below
-        out = torch.mm(flat, wt) if bias is None else torch.addmm(bias, flat, wt)
-    elif torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad):  # out= has no autograd
-        out = torch.cat([torch.mm(c, wt) if bias is None else torch.addmm(bias, c, wt) for c in flat.split(tile)])
+
+    def gemm(rows: Tensor, out: Tensor | None = None) -> Tensor:
+        return torch.mm(rows, wt, out=out) if bias is None else torch.addmm(bias, rows, wt, out=out)
+
+    if _needs_grad(flat, weight):  # out= has no autograd
+        out = torch.cat([gemm(rows) for rows in flat.split(tile)])
     else:
         out = flat.new_empty(flat.shape[0], weight.shape[0])
         for s in range(0, flat.shape[0], tile):
-            if bias is None:
-                torch.mm(flat[s:s + tile], wt, out=out[s:s + tile])
-            else:
-                torch.addmm(bias, flat[s:s + tile], wt, out=out[s:s + tile])
-    return out[:m].view(*lead, weight.shape[0])
+            gemm(flat[s:s + tile], out=out[s:s + tile])
+    return out[:lead.numel()].view(*lead, weight.shape[0])
+
+
+def _needs_grad(x: Tensor, weight: Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
 def pad_rows(x: Tensor, tile: int) -> Tensor:
@@ -70,15 +77,17 @@ def pad_rows(x: Tensor, tile: int) -> Tensor:
     return torch.cat([x, x.new_zeros(pad, x.shape[1])]) if pad else x
 
 
-def tiled_swiglu(x: Tensor, gate: Tensor, up: Tensor, down: Tensor, tile: int) -> Tensor:
-    """down(silu(gate(x)) * up(x)) for x [M, H], one tile of `tile` rows at a time (an expert's rows: padded once,
-    each tile's three GEMMs of fixed shape)."""
+def tiled_swiglu(x: Tensor, gate: Tensor, up: Tensor, down: Tensor, tile: int | None = None) -> Tensor:
+    """down(silu(gate(x)) * up(x)) for x [M, H] (bias-free weights, as the routed experts); with `tile`, one tile of
+    `tile` rows at a time (an expert's rows: padded once, each tile's three GEMMs of fixed shape)."""
+    if tile is None:
+        return F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
     m = x.shape[0]
     flat = pad_rows(x, tile)
-    out = flat.new_empty(flat.shape[0], down.shape[0])
     gt, ut, dt = gate.t(), up.t(), down.t()
-    if torch.is_grad_enabled() and (flat.requires_grad or gate.requires_grad):  # out= has no autograd
+    if _needs_grad(flat, gate):  # out= has no autograd
         return torch.cat([torch.mm(F.silu(torch.mm(c, gt)) * torch.mm(c, ut), dt) for c in flat.split(tile)])[:m]
+    out = flat.new_empty(flat.shape[0], down.shape[0])
     for s in range(0, flat.shape[0], tile):
         xs = flat[s:s + tile]
         torch.mm(F.silu(torch.mm(xs, gt)) * torch.mm(xs, ut), dt, out=out[s:s + tile])

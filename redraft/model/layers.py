@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .invariant import tiled_linear
+from .invariant import RowTiles, dense_tile, tiled_linear
 
 
 class RMSNorm(nn.Module):
@@ -69,10 +69,9 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(hidden, intermediate, bias=bias)
         self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
 
-    def forward(self, x: Tensor, tile: int | None = None) -> Tensor:
-        """tile: rows per GEMM for a batch-invariant forward (see `invariant.py`); None: one GEMM per projection."""
-        if tile is None:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: Tensor, tiles: RowTiles | None = None) -> Tensor:
+        """tiles: row tiles of a batch-invariant forward (see `invariant.py`); None: one GEMM per projection."""
+        tile = dense_tile(tiles)
         h = F.silu(tiled_linear(x, self.gate_proj.weight, self.gate_proj.bias, tile)) * tiled_linear(
             x, self.up_proj.weight, self.up_proj.bias, tile)
         return tiled_linear(h, self.down_proj.weight, self.down_proj.bias, tile)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .attention import Attention
 from .config import LLaDA2MoeConfig
-from .invariant import RowTiles, tiled_linear
+from .invariant import RowTiles, dense_tile, tiled_linear
 from .kv_cache import KV, KVCache
 from .layers import MLP, RMSNorm, RotaryEmbedding
 from .masks import BlockLayout, KeyGroup, ragged_key_groups, window_mask
@@ -35,13 +35,9 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None,
                 key_groups: list[KeyGroup] | None = None, tiles: RowTiles | None = None) -> tuple[Tensor, KV]:
-        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past, key_groups,
-                               tiles.dense if tiles is not None else None)
+        h, kv = self.attention(self.input_layernorm(x), cos, sin, mask, past, key_groups, tiles)
         x = x + h
-        h = self.post_attention_layernorm(x)
-        if isinstance(self.mlp, MoE):
-            return x + self.mlp(h, tiles), kv
-        return x + self.mlp(h, tiles.dense if tiles is not None else None), kv
+        return x + self.mlp(self.post_attention_layernorm(x), tiles), kv
 
 
 class LLaDA2MoeModel(nn.Module):
@@ -118,8 +114,7 @@ class LLaDA2MoeModelLM(nn.Module):
             new_kv.append(kv)
         if logits_index is not None:
             h = h.gather(1, logits_index[:, :, None].expand(-1, -1, h.shape[-1]))
-        logits = tiled_linear(self.model.norm(h), self.lm_head.weight, self.lm_head.bias,
-                              tiles.dense if tiles is not None else None).float()
+        logits = tiled_linear(self.model.norm(h), self.lm_head.weight, self.lm_head.bias, dense_tile(tiles)).float()
         return ModelOutput(logits=logits, new_kv=new_kv)
 
     def reset_non_persistent_buffers(self) -> None:

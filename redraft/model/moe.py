@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
-from .invariant import RowTiles, tiled_linear, tiled_swiglu
+from .invariant import RowTiles, dense_tile, tiled_linear, tiled_swiglu
 from .layers import MLP
 
 _PROJ = ("gate_proj", "up_proj", "down_proj")
@@ -117,13 +117,8 @@ class ExpertBank(nn.Module):
         start = 0
         for e, n in enumerate(counts.tolist()):  # one host sync per layer, not per expert
             if n:
-                xs = x_sorted[start:start + n]
-                if tile is None:
-                    h = F.silu(F.linear(xs, self.gate_proj[e])) * F.linear(xs, self.up_proj[e])
-                    out[start:start + n] = F.linear(h, self.down_proj[e])
-                else:
-                    out[start:start + n] = tiled_swiglu(xs, self.gate_proj[e], self.up_proj[e], self.down_proj[e],
-                                                        tile)
+                out[start:start + n] = tiled_swiglu(x_sorted[start:start + n], self.gate_proj[e], self.up_proj[e],
+                                                    self.down_proj[e], tile)
                 start += n
         return out
 
@@ -155,20 +150,19 @@ class MoE(nn.Module):
         """tiles: row tiles of a batch-invariant forward (see `invariant.py`); None: the fastest path."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        dense_tile, expert_tile = (tiles.dense, tiles.expert) if tiles is not None else (None, None)
-        idx, weight = self.gate(flat, dense_tile)
+        idx, weight = self.gate(flat, dense_tile(tiles))
         order = idx.view(-1).argsort(stable=True)
         # scatter_add instead of bincount: bincount syncs with the host on CUDA to size its output
         flat_idx = idx.view(-1)
         counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device).scatter_add_(
             0, flat_idx, torch.ones_like(flat_idx))
-        out_sorted = self.experts(flat[order // self.top_k], counts, expert_tile)
+        out_sorted = self.experts(flat[order // self.top_k], counts, tiles.expert if tiles is not None else None)
         per_slot = torch.empty_like(out_sorted)
         per_slot[order] = out_sorted
         y = (per_slot.view(-1, self.top_k, shape[-1]).float() * weight[..., None]).sum(1).to(x.dtype)
         y = y.view(shape)
         if self.shared_experts is not None:
-            y = y + self.shared_experts(x, dense_tile)
+            y = y + self.shared_experts(x, tiles)
         return y
 
     def forward_reference(self, x: Tensor) -> Tensor:

@@ -26,8 +26,7 @@ from redraft.evaluation.tasks import get_task
 from redraft.model import load_model
 from redraft.model.tokenizer import load_tokenizer
 from redraft.training.checkpoint import export_model, latest_checkpoint, load_trainer_state, save_checkpoint
-from redraft.training.distributed import (cleanup, full_state, init_distributed, load_full_state, release, unwrap,
-                                         wrap_model)
+from redraft.training.distributed import cleanup, full_state, init_distributed, load_full_state, unwrap, wrap_model
 from redraft.training.progress import ProgressLog
 from redraft.training.schedule import lr_factor
 from redraft.training.trainer import param_groups
@@ -271,6 +270,6 @@ class EBPORecipe:
                    "world_size": info.world_size}
         if info.is_main:
             (final / "rl_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        self.model = release(self.model)  # before the process group goes (see cleanup)
+        self.model = unwrap(self.model)  # before the process group goes (see cleanup)
         cleanup(info)
         return summary

@@ -56,7 +56,7 @@ class ServerSettings:
             raise ValueError(f"ServerSettings.device must be a torch device string, got {self.device!r}") from None
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"ServerSettings.dtype must be None, float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.batch_invariant not in (None, True, False):
+        if not (self.batch_invariant is None or isinstance(self.batch_invariant, bool)):
             raise ValueError(f"ServerSettings.batch_invariant must be None, True or False, got {self.batch_invariant!r}")
         if self.model_name is not None and not self.model_name.strip():
             raise ValueError(f"ServerSettings.model_name must be a non-empty string, got {self.model_name!r}")

@@ -112,7 +112,7 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     """End of a multi-process run: wait for every rank, then destroy the process group.
 
-    Call it after the caller has dropped its DDP wrapper (see `release`): DDP's reducer keeps the gloo/NCCL process
+    Call it after the caller has dropped its DDP wrapper (keep `unwrap(model)` instead): DDP's reducer keeps the gloo/NCCL process
     group alive, and a group first freed during interpreter shutdown can abort the process after its work is done
     (seen once in CI: rank 1 of a finished gloo run ended with SIGABRT, "terminate called without an active
     exception"). The barrier keeps one rank from tearing its connections down while a peer still uses them."""
@@ -120,9 +120,3 @@ def cleanup(info: DistInfo) -> None:
         dist.barrier()
         gc.collect()
         dist.destroy_process_group()
-
-
-def release(model: nn.Module) -> nn.Module:
-    """The bare module of a DDP wrapper (FSDP2 works in place: the module itself), for the caller to keep instead
-    of the wrapper before `cleanup`."""
-    return unwrap(model)

@@ -23,7 +23,7 @@ from redraft.model import LLaDA2MoeConfig, LLaDA2MoeModelLM, load_model
 from .balance import ExpertLoadBalancer
 from .checkpoint import export_model, latest_checkpoint, load_trainer_state, save_checkpoint
 from .config import TrainConfig
-from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed, release, unwrap, wrap_model
+from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed, unwrap, wrap_model
 from .noise import NoiseConfig
 from .objective import DiffusionObjective, summarize_metrics
 from .prepare import PreparedData, load_prepared, prepare_data
@@ -197,7 +197,7 @@ class Trainer:
                    "parameters": unwrap(self.model).num_parameters(), "last": record, "world_size": info.world_size}
         if info.is_main:
             (final / "training_summary.json").write_text(json.dumps(summary, indent=1))
-        self.model = self.forward_model = release(self.model)  # before the process group goes (see cleanup)
+        self.model = self.forward_model = unwrap(self.model)  # before the process group goes (see cleanup)
         cleanup(info)
         return summary
 
