@@ -77,18 +77,24 @@ def pad_rows(x: Tensor, tile: int) -> Tensor:
     return torch.cat([x, x.new_zeros(pad, x.shape[1])]) if pad else x
 
 
-def tiled_swiglu(x: Tensor, gate: Tensor, up: Tensor, down: Tensor, tile: int | None = None) -> Tensor:
-    """down(silu(gate(x)) * up(x)) for x [M, H] (bias-free weights, as the routed experts); with `tile`, one tile of
-    `tile` rows at a time (an expert's rows: padded once, each tile's three GEMMs of fixed shape)."""
+def tiled_swiglu(x: Tensor, gate_up: Tensor, down: Tensor, tile: int | None = None) -> Tensor:
+    """down(silu(gate(x)) * up(x)) for x [M, H] and bias-free weights `gate_up` [2I, H] (gate rows first) and
+    `down` [H, I], as a routed expert stores them; with `tile`, one tile of `tile` rows at a time (an expert's rows:
+    padded once, each tile's two GEMMs of fixed shape)."""
     if tile is None:
-        return F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
+        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, down)
     m = x.shape[0]
     flat = pad_rows(x, tile)
-    gt, ut, dt = gate.t(), up.t(), down.t()
-    if _needs_grad(flat, gate):  # out= has no autograd
-        return torch.cat([torch.mm(F.silu(torch.mm(c, gt)) * torch.mm(c, ut), dt) for c in flat.split(tile)])[:m]
+    gut, dt = gate_up.t(), down.t()
+
+    def swiglu(h: Tensor) -> Tensor:
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    if _needs_grad(flat, gate_up):  # out= has no autograd
+        return torch.cat([torch.mm(swiglu(torch.mm(c, gut)), dt) for c in flat.split(tile)])[:m]
     out = flat.new_empty(flat.shape[0], down.shape[0])
     for s in range(0, flat.shape[0], tile):
-        xs = flat[s:s + tile]
-        torch.mm(F.silu(torch.mm(xs, gt)) * torch.mm(xs, ut), dt, out=out[s:s + tile])
+        torch.mm(swiglu(torch.mm(flat[s:s + tile], gut)), dt, out=out[s:s + tile])
     return out[:m]

@@ -61,17 +61,43 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """SwiGLU: down(silu(gate(x)) * up(x)), with gate and up in one [2I, H] matrix (one GEMM instead of two).
+
+    The state dict keeps the official names `gate_proj.weight` / `up_proj.weight` (views of the two halves), so
+    checkpoints load and save unchanged.
+    """
 
     def __init__(self, hidden: int, intermediate: int, bias: bool = False):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=bias)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=bias)
+        self.intermediate = intermediate
+        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=bias)
         self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
+        self.register_state_dict_post_hook(_split_gate_up)
+        self.register_load_state_dict_pre_hook(_join_gate_up)
 
     def forward(self, x: Tensor, tiles: RowTiles | None = None) -> Tensor:
         """tiles: row tiles of a batch-invariant forward (see `invariant.py`); None: one GEMM per projection."""
         tile = dense_tile(tiles)
-        h = F.silu(tiled_linear(x, self.gate_proj.weight, self.gate_proj.bias, tile)) * tiled_linear(
-            x, self.up_proj.weight, self.up_proj.bias, tile)
-        return tiled_linear(h, self.down_proj.weight, self.down_proj.bias, tile)
+        gate, up = tiled_linear(x, self.gate_up_proj.weight, self.gate_up_proj.bias, tile).chunk(2, dim=-1)
+        return tiled_linear(F.silu(gate) * up, self.down_proj.weight, self.down_proj.bias, tile)
+
+
+def _split_gate_up(module: MLP, state_dict, prefix: str, local_metadata) -> None:
+    """State dict: `gate_up_proj.*` -> official `gate_proj.*` and `up_proj.*` (views), in the official order."""
+    tail = {k: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
+    for key, value in tail.items():
+        name = key[len(prefix):]
+        if name.startswith("gate_up_proj."):
+            suffix = name[len("gate_up_proj."):]
+            state_dict[f"{prefix}gate_proj.{suffix}"], state_dict[f"{prefix}up_proj.{suffix}"] = value.chunk(2, 0)
+        else:
+            state_dict[key] = value
+
+
+def _join_gate_up(module: MLP, state_dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys,
+                  error_msgs) -> None:
+    """Loading: official `gate_proj.*` + `up_proj.*` -> `gate_up_proj.*` (when both halves are there)."""
+    for suffix in ("weight", "bias"):
+        gate, up = f"{prefix}gate_proj.{suffix}", f"{prefix}up_proj.{suffix}"
+        if gate in state_dict and up in state_dict:
+            state_dict[f"{prefix}gate_up_proj.{suffix}"] = torch.cat([state_dict.pop(gate), state_dict.pop(up)])

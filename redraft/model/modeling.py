@@ -121,8 +121,12 @@ class LLaDA2MoeModelLM(nn.Module):
         self.model.rotary_emb.reset()
 
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
-        """Random initialisation (normal(0, std) matrices, unit norms, zero expert bias)."""
-        for name, p in self.named_parameters():
+        """Random initialisation (normal(0, std) matrices, unit norms, zero expert bias), drawn tensor by tensor in
+        the order of the official state dict (fused storage such as `gate_up_proj` is filled through its views)."""
+        buffers = {name for name, _ in self.named_buffers()}
+        for name, p in self.state_dict(keep_vars=True).items():
+            if name in buffers:
+                continue
             with torch.no_grad():
                 if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
                     p.fill_(1.0)

@@ -49,44 +49,47 @@ class Router(nn.Module):
 
 
 class ExpertBank(nn.Module):
-    """E SwiGLU experts stored stacked; saved and loaded under the official per-expert names."""
+    """E SwiGLU experts stored stacked, gate and up fused: `gate_up_proj` [E, 2I, H] (gate rows first), `down_proj`
+    [E, H, I]. Saved and loaded under the official per-expert names `{e}.{gate,up,down}_proj.weight` (views)."""
 
     def __init__(self, num_experts: int, hidden: int, intermediate: int):
         super().__init__()
         self.num_experts = num_experts
-        self.gate_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
-        self.up_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
+        self.intermediate = intermediate
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate, hidden))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
         self.use_grouped_mm: bool | None = None  # None: automatic (CUDA, bf16, Hopper or newer)
 
     # -- official names in the state dict -------------------------------------------------------------------
+    def official_views(self, keep_vars: bool = False) -> dict[str, Tensor]:
+        """{"{e}.gate_proj.weight": [I, H] view, ...} in the official order (all gate, all up, all down)."""
+        gate_up = self.gate_up_proj if keep_vars else self.gate_up_proj.detach()
+        down = self.down_proj if keep_vars else self.down_proj.detach()
+        i = self.intermediate
+        stacks = {"gate_proj": gate_up[:, :i], "up_proj": gate_up[:, i:], "down_proj": down}
+        return {f"{e}.{name}.weight": stacks[name][e] for name in _PROJ for e in range(self.num_experts)}
+
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        for name in _PROJ:
-            stacked = getattr(self, name)
-            stacked = stacked if keep_vars else stacked.detach()
-            for e in range(self.num_experts):
-                destination[f"{prefix}{e}.{name}.weight"] = stacked[e]
+        for key, view in self.official_views(keep_vars).items():
+            destination[prefix + key] = view
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        for name in _PROJ:
-            stacked = getattr(self, name)
-            for e in range(self.num_experts):
-                key = f"{prefix}{e}.{name}.weight"
-                if key not in state_dict:
-                    missing_keys.append(key)
-                    continue
-                src = state_dict[key]
-                if tuple(src.shape) != tuple(stacked.shape[1:]):
-                    error_msgs.append(f"size mismatch for {key}: checkpoint {tuple(src.shape)}, "
-                                      f"model {tuple(stacked.shape[1:])}")
-                    continue
-                with torch.no_grad():
-                    stacked[e].copy_(src)
+        own = self.official_views()
+        for key, target in own.items():
+            if prefix + key not in state_dict:
+                missing_keys.append(prefix + key)
+                continue
+            src = state_dict[prefix + key]
+            if tuple(src.shape) != tuple(target.shape):
+                error_msgs.append(f"size mismatch for {prefix + key}: checkpoint {tuple(src.shape)}, "
+                                  f"model {tuple(target.shape)}")
+                continue
+            with torch.no_grad():
+                target.copy_(src)
         if strict:
-            own = {f"{prefix}{e}.{n}.weight" for n in _PROJ for e in range(self.num_experts)}
             for key in state_dict:
-                if key.startswith(prefix) and key not in own:
+                if key.startswith(prefix) and key[len(prefix):] not in own:
                     unexpected_keys.append(key)
 
     # -- compute -------------------------------------------------------------------------------------------
@@ -100,16 +103,15 @@ class ExpertBank(nn.Module):
     def forward(self, x_sorted: Tensor, counts: Tensor, tile: int | None = None) -> Tensor:
         """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H].
 
-        Paths: grouped matmul (CUDA, bf16, Hopper+); padded batched matmul while a CUDA graph is being captured
-        (no host sync; E/k times the work, for small models or dtypes without grouped matmul); otherwise a loop over
-        experts with one host sync per layer. With `tile` (a batch-invariant forward, see `invariant.py`) always the
-        loop, each expert's rows in GEMMs of exactly `tile` rows: a token's result then does not depend on how many
-        other tokens picked the same expert.
+        Paths: grouped matmul (CUDA, bf16, Hopper+; two grouped GEMMs: gate+up, down); padded batched matmul while a
+        CUDA graph is being captured (no host sync; E/k times the work, for small models or dtypes without grouped
+        matmul); otherwise a loop over experts with one host sync per layer. With `tile` (a batch-invariant forward,
+        see `invariant.py`) always the loop, each expert's rows in GEMMs of exactly `tile` rows: a token's result
+        then does not depend on how many other tokens picked the same expert.
         """
         if tile is None and self._grouped_ok(x_sorted):
             offs = counts.cumsum(0).to(torch.int32)
-            gate = torch._grouped_mm(x_sorted, self.gate_proj.transpose(1, 2), offs=offs)
-            up = torch._grouped_mm(x_sorted, self.up_proj.transpose(1, 2), offs=offs)
+            gate, up = torch._grouped_mm(x_sorted, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, dim=-1)
             return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
         if tile is None and x_sorted.is_cuda and torch.cuda.is_current_stream_capturing():
             return self._padded(x_sorted, counts)
@@ -117,11 +119,10 @@ class ExpertBank(nn.Module):
         start = 0
         for e, n in enumerate(counts.tolist()):  # one host sync per layer, not per expert
             if n:
-                out[start:start + n] = tiled_swiglu(x_sorted[start:start + n], self.gate_proj[e], self.up_proj[e],
+                out[start:start + n] = tiled_swiglu(x_sorted[start:start + n], self.gate_up_proj[e],
                                                     self.down_proj[e], tile)
                 start += n
         return out
-
 
     def _padded(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         m = x_sorted.shape[0]
@@ -130,8 +131,8 @@ class ExpertBank(nn.Module):
         rank = torch.arange(m, device=x_sorted.device) - (ends - counts)[expert]
         buf = x_sorted.new_zeros(self.num_experts, m, x_sorted.shape[1])
         buf[expert, rank] = x_sorted
-        h = F.silu(torch.bmm(buf, self.gate_proj.transpose(1, 2))) * torch.bmm(buf, self.up_proj.transpose(1, 2))
-        return torch.bmm(h, self.down_proj.transpose(1, 2))[expert, rank]
+        gate, up = torch.bmm(buf, self.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)
+        return torch.bmm(F.silu(gate) * up, self.down_proj.transpose(1, 2))[expert, rank]
 
 
 class MoE(nn.Module):
@@ -174,7 +175,8 @@ class MoE(nn.Module):
             acc = torch.zeros(flat.shape[-1], dtype=torch.float32, device=x.device)
             for j in range(self.top_k):
                 e = int(idx[t, j])
-                h = F.silu(F.linear(flat[t], self.experts.gate_proj[e])) * F.linear(flat[t], self.experts.up_proj[e])
+                gate, up = F.linear(flat[t], self.experts.gate_up_proj[e]).chunk(2, dim=-1)
+                h = F.silu(gate) * up
                 acc += F.linear(h, self.experts.down_proj[e]).float() * weight[t, j]
             outs.append(acc.to(x.dtype))
         y = torch.stack(outs).view(x.shape)
