@@ -11,11 +11,15 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .config import LLaDA2MoeConfig
 from .modeling import LLaDA2MoeModelLM
+
+if TYPE_CHECKING:
+    from .fp8.config import Fp8Config
 
 SAFE_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -105,11 +109,15 @@ def _read_into(f, offset: int, target: torch.Tensor, src_dtype: torch.dtype, sha
 
 
 def load_model(path_or_hub_id: str | os.PathLike, dtype: torch.dtype | str | None = None,
-               device: torch.device | str = "cpu", revision: str | None = None) -> LLaDA2MoeModelLM:
+               device: torch.device | str = "cpu", revision: str | None = None,
+               quantization: "str | Fp8Config | None" = None) -> LLaDA2MoeModelLM:
     """Load an `llada2_moe` checkpoint (local directory or hub id) in eval mode.
 
     dtype: parameter dtype; default the config's `torch_dtype`. Raises `CheckpointError` naming the tensor, file
     or config field for a missing, unexpected or wrongly shaped tensor, a truncated file, or a bad config.
+    quantization: None, "fp8" (routed experts), "fp8-all" (every linear layer) or an `Fp8Config`: per-block FP8
+    weights, quantized tensor by tensor while reading. FP8 checkpoints (block-FP8 `quantization_config`, or
+    `use_fp8_experts`) load as FP8 in any case (see `redraft.model.fp8` and docs/quantization.md).
     """
     root = resolve_checkpoint(path_or_hub_id, revision)
     cfg_path = root / "config.json"
@@ -126,13 +134,25 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: torch.dtype | str | Non
         raise CheckpointError(f"dtype must be one of float32, bfloat16, float16, got {dtype}")
     dtype = dtype or cfg.dtype
     device = torch.device(device)
+    from .fp8.checkpoint import plan_fp8
+    from .fp8.config import resolve_quantization
+
+    try:
+        quantization = resolve_quantization(quantization)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    headers = {shard: read_safetensors_header(shard) for shard in _shards(root)}
     with torch.device("meta"):
         model = LLaDA2MoeModelLM(cfg)
-    model = model.to(dtype=dtype).to_empty(device=device)
+    model = model.to(dtype=dtype)
+    fp8 = plan_fp8(model, cfg.extra, {n: (s.name, e) for s, (h, _) in headers.items() for n, e in h.items()},
+                   quantization)
+    if fp8 is not None:
+        fp8.apply(model)  # FP8 modules swapped in on meta: storage is allocated once, in FP8
+    model = model.to_empty(device=device)
     targets = model.state_dict(keep_vars=True)
     seen: set[str] = set()
-    for shard in _shards(root):
-        header, data_start = read_safetensors_header(shard)
+    for shard, (header, data_start) in headers.items():
         with open(shard, "rb", buffering=0) as f:
             for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
                 if name not in targets:
@@ -152,7 +172,11 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: torch.dtype | str | Non
                 if end - begin != target.numel() * torch.empty((), dtype=src_dtype).element_size():
                     raise CheckpointError(f"{shard.name}: tensor {name!r}: byte size does not match its shape")
                 with torch.no_grad():
-                    if target.device.type == "cpu":
+                    if fp8 is not None and fp8.quantizes(target, src_dtype):  # quantize at load, tensor by tensor
+                        tmp = torch.empty(shape, dtype=src_dtype)
+                        _read_into(f, data_start + begin, tmp, src_dtype, shape)
+                        seen.add(fp8.quantize_into(name, tmp, targets))
+                    elif target.device.type == "cpu":
                         _read_into(f, data_start + begin, target.data, src_dtype, shape)
                     else:
                         tmp = torch.empty(shape, dtype=src_dtype)
