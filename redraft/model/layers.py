@@ -97,7 +97,7 @@ def _split_gate_up(module: MLP, state_dict, prefix: str, local_metadata) -> None
 def _join_gate_up(module: MLP, state_dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys,
                   error_msgs) -> None:
     """Loading: official `gate_proj.*` + `up_proj.*` -> `gate_up_proj.*` (when both halves are there)."""
-    for suffix in ("weight", "bias"):
+    for suffix in ("weight", "bias", "weight_scale_inv"):  # weight_scale_inv: FP8 block scales (model/fp8)
         gate, up = f"{prefix}gate_proj.{suffix}", f"{prefix}up_proj.{suffix}"
         if gate in state_dict and up in state_dict:
             state_dict[f"{prefix}gate_up_proj.{suffix}"] = torch.cat([state_dict.pop(gate), state_dict.pop(up)])
