@@ -1,4 +1,5 @@
-"""`redraft inspect PATH`: a checkpoint's architecture, parameter count, dtype and size."""
+"""`redraft inspect PATH`: a checkpoint's architecture, parameter count, dtype and size (and its FP8 size);
+`redraft inspect --shape mini|flash`: the same for a released model's shape, without a checkpoint."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 from .config import LLaDA2MoeConfig
 from .loading import _shards, read_safetensors_header, resolve_checkpoint
+from .shapes import SHAPES
 
 
 def inspect_checkpoint(path: str) -> dict:
@@ -23,11 +25,28 @@ def inspect_checkpoint(path: str) -> dict:
             n_params += numel
             nbytes += entry["data_offsets"][1] - entry["data_offsets"][0]
             dtypes.add(entry["dtype"])
+    return {"path": str(root), "parameters": n_params, "bytes": nbytes, "dtypes": sorted(dtypes),
+            **_summary(cfg)}
+
+
+def inspect_shape(name: str) -> dict:
+    """Summary of a released model's shape (`redraft.model.shapes`), with its bf16 size counted from the config."""
+    from .fp8.sizes import weight_bytes
+    from .shapes import shape_config
+
+    cfg = shape_config(name)
+    return {"shape": name, "parameters": cfg.num_parameters(), "bytes": weight_bytes(cfg), "dtypes": ["BF16"],
+            **_summary(cfg)}
+
+
+def _summary(cfg: LLaDA2MoeConfig) -> dict:
+    from .fp8.sizes import weight_bytes
+
     moe_layers = sum(cfg.is_moe_layer(i) for i in range(cfg.num_hidden_layers))
     active = cfg.num_parameters() - moe_layers * (cfg.num_experts - cfg.num_experts_per_tok) * 3 * cfg.hidden_size * cfg.moe_intermediate_size
     return {
-        "path": str(root), "model_type": cfg.model_type, "parameters": n_params, "active_parameters": active,
-        "bytes": nbytes, "dtypes": sorted(dtypes), "torch_dtype": cfg.torch_dtype,
+        "model_type": cfg.model_type, "active_parameters": active, "torch_dtype": cfg.torch_dtype,
+        "fp8_experts_bytes": weight_bytes(cfg, "fp8", cfg.dtype), "fp8_all_bytes": weight_bytes(cfg, "fp8-all", cfg.dtype),
         "layers": cfg.num_hidden_layers, "dense_layers": cfg.num_hidden_layers - moe_layers, "moe_layers": moe_layers,
         "hidden_size": cfg.hidden_size, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
         "head_dim": cfg.head_dim, "rotary_dim": cfg.rotary_dim, "experts": cfg.num_experts,
@@ -45,18 +64,20 @@ def _human(n: float, unit: str = "") -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    info = inspect_checkpoint(args.path)
+    if (args.path is None) == (args.shape is None):
+        raise ValueError("inspect takes a checkpoint PATH or --shape NAME (one of them)")
+    info = inspect_checkpoint(args.path) if args.path else inspect_shape(args.shape)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"redraft inspect {info['path']}", show_header=False)
+    table = Table(title=f"redraft inspect {info.get('path') or info['shape']}", show_header=False)
     for key, value in info.items():
         if key in ("parameters", "active_parameters"):
             value = f"{value:,} ({_human(value)})"
-        elif key == "bytes":
+        elif key.endswith("bytes"):
             value = f"{value:,} ({_human(value, 'B')})"
         table.add_row(key, str(value))
     Console().print(table)
@@ -65,6 +86,11 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print a checkpoint's architecture, parameter count, dtype and size")
-    p.add_argument("path", help="checkpoint directory or hub id")
+    p.add_argument("path", nargs="?", default=None, help="checkpoint directory or hub id")
+    p.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                   help="a released model's shape instead of a checkpoint (sizes counted from its config)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_inspect)
+    from .fp8.commands import register as register_quantize
+
+    register_quantize(sub)
