@@ -40,12 +40,12 @@ def config_from_args(args: argparse.Namespace, **extra) -> DecodeConfig:
     return preset(args.mode, **changes, **extra)
 
 
-def load(path: str | None):
+def load(path: str | None, quantization: str | None = None):
     from redraft.model import load_model
     from redraft.model.tokenizer import load_tokenizer
 
     root = resolve_model_dir(path)
-    return load_model(root), load_tokenizer(root)
+    return load_model(root, quantization=quantization), load_tokenizer(root)
 
 
 def print_stats(result, file=sys.stderr) -> None:
@@ -61,7 +61,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if len(args.inputs) > 2:
         raise ValueError(f"generate takes [MODEL] PROMPT, got {len(args.inputs)} arguments")
     model_path, prompt = (None, args.inputs[0]) if len(args.inputs) == 1 else args.inputs
-    model, tok = load(model_path)
+    model, tok = load(model_path, args.quantization)
     config = config_from_args(args, trajectory=bool(args.show or args.trace))
     ids = tok.apply_chat_template([{"role": "user", "content": prompt}]) if args.chat else tok.encode(prompt)
     engine = Engine(model, tok, max_batch_size=1)
@@ -95,7 +95,7 @@ def stream_to_stdout(engine):
 def run_chat(args: argparse.Namespace) -> int:
     from .engine import Engine
 
-    model, tok = load(args.model)
+    model, tok = load(args.model, args.quantization)
     config = config_from_args(args)
     engine = Engine(model, tok, max_batch_size=1)
     messages = []
@@ -130,6 +130,9 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     for flag, (field, value) in _SWITCHES.items():
         p.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"set DecodeConfig.{field}={value}")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    from redraft.model.fp8.commands import add_quantization_argument
+
+    add_quantization_argument(p)
 
 
 def register(sub) -> None:

@@ -123,11 +123,12 @@ def plan(settings: BenchSettings) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def bench(model_or_path: Any, settings: BenchSettings | None = None, *, tokenizer: Any = None,
-          generate_fn: GenerateFn | None = None, progress: ProgressFn | None = None, device: str = "cpu"
-          ) -> BenchReport:
-    """Evaluate every planned configuration (identical configurations are decoded once) on the same examples."""
+          generate_fn: GenerateFn | None = None, progress: ProgressFn | None = None, device: str = "cpu",
+          quantization: str | None = None) -> BenchReport:
+    """Evaluate every planned configuration (identical configurations are decoded once) on the same examples.
+    quantization: per-block FP8 weights when loading a path ("fp8", "fp8-all"; see `redraft.load_model`)."""
     settings = settings or BenchSettings()
-    model, tokenizer, name = load(model_or_path, tokenizer, device)
+    model, tokenizer, name = load(model_or_path, tokenizer, device, quantization)
     planned = plan(settings)
     configs: list[DecodeConfig] = []
     for _, _, spec in planned:

@@ -12,6 +12,7 @@ from typing import Any
 
 from redraft.evaluation.harness import MODES
 from redraft.evaluation.tasks import list_tasks
+from redraft.model.fp8.commands import add_quantization_argument
 
 DEFAULT_EVAL_TASKS = "addition,sorting,sudoku4,reverse"
 
@@ -94,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="quality = Q Mode, speedy = S Mode, no-edit = Q Mode with T2T editing off")
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="output directory")
     p.add_argument("--no-samples", action="store_true", help="leave per-example completions out of eval.json")
+    add_quantization_argument(p)
     p.set_defaults(func=run_eval)
 
     b = subparsers.add_parser("bench", help="paper-style tables and a speed/score Pareto plot",
@@ -106,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sweep values of tau_edit (each tau_mask is also run with editing off)")
     b.add_argument("--mbe-blocks", type=int, default=1, help="k of the Multi-Block Editing rows")
     b.add_argument("--out", type=Path, default=Path("bench-out"), help="output directory")
+    add_quantization_argument(b)
     b.set_defaults(func=run_bench)
 
     r = subparsers.add_parser("results", help="reproduce the paper's claims C1-C3 into docs/RESULTS.md",
@@ -127,7 +130,7 @@ def run_eval(args: argparse.Namespace) -> int:
     with progress_bar(f"eval {args.mode}") as progress:
         report = evaluate(model, args.tasks, mode=args.mode, overrides=parse_sets(args.set), n=args.n,
                           seeds=args.seeds, batch_size=args.batch_size, keep_samples=not args.no_samples,
-                          progress=progress, device=args.device)
+                          progress=progress, device=args.device, quantization=args.quantization)
     js = report.write_json(args.out / "eval.json")
     md = report.write_markdown(args.out / "eval.md")
     print(report.to_markdown())
@@ -144,7 +147,7 @@ def run_bench(args: argparse.Namespace) -> int:
                              mbe_blocks=args.mbe_blocks, overrides=parse_sets(args.set))
     model = resolve_model(args.model)
     with progress_bar("bench") as progress:
-        report = bench(model, settings, progress=progress, device=args.device)
+        report = bench(model, settings, progress=progress, device=args.device, quantization=args.quantization)
     js = report.write_json(args.out / "bench.json")
     png = plot_pareto(report, args.out / "pareto.png")
     md = write_markdown(report, args.out / "bench.md", png.name)

@@ -33,13 +33,16 @@ def decode_config(mode: str = "quality", overrides: Mapping[str, Any] | None = N
     return base.replace(**dict(overrides or {}))
 
 
-def load(model_or_path: Any, tokenizer: Any = None, device: str = "cpu") -> tuple[Any, Any, str]:
-    """(model, tokenizer, name): loads a checkpoint directory / hub id, or passes a model object through."""
+def load(model_or_path: Any, tokenizer: Any = None, device: str = "cpu",
+         quantization: str | None = None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name): loads a checkpoint directory / hub id (with `quantization`, see
+    `redraft.load_model`), or passes a model object through."""
     if isinstance(model_or_path, (str, os.PathLike)):
         from redraft.model.loading import load_model
         from redraft.model.tokenizer import load_tokenizer
 
-        return (load_model(model_or_path, device=device), tokenizer or load_tokenizer(model_or_path),
+        return (load_model(model_or_path, device=device, quantization=quantization),
+                tokenizer or load_tokenizer(model_or_path),
                 str(model_or_path))
     if tokenizer is None:
         raise ValueError("tokenizer must be given when model_or_path is a model object, got None")
@@ -85,12 +88,14 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
              overrides: Mapping[str, Any] | None = None, n: int = 20, seeds: Sequence[int] = (0,),
              batch_size: int = 16, tokenizer: Any = None, label: str | None = None, keep_samples: bool = True,
              progress: ProgressFn | None = None, generate_fn: GenerateFn | None = None,
-             device: str = "cpu", config: DecodeConfig | None = None) -> EvalReport:
+             device: str = "cpu", config: DecodeConfig | None = None,
+             quantization: str | None = None) -> EvalReport:
     """Decode `n` eval-split examples of each task for each seed (examples and sampler seeded by it), `batch_size`
     prompts per engine call, and score them. Returns an EvalReport (see `TaskRun` for what each number means).
 
     Settings: the preset of `mode`, or `config` when given, with `overrides` applied; then per task its generation
-    budget (unless max_new_tokens is overridden) and stop strings. progress(done, total) counts examples."""
+    budget (unless max_new_tokens is overridden) and stop strings. progress(done, total) counts examples.
+    quantization: per-block FP8 weights when loading a path ("fp8", "fp8-all"; see `redraft.load_model`)."""
     _check_int("n", n, 1)
     _check_int("batch_size", batch_size, 1)
     seeds = list(seeds)
@@ -101,7 +106,7 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
     overrides = dict(overrides or {})
     base = decode_config(mode, overrides) if config is None else config.replace(**overrides)
     task_list = _tasks(tasks)
-    model, tokenizer, name = load(model_or_path, tokenizer, device)
+    model, tokenizer, name = load(model_or_path, tokenizer, device, quantization)
     if generate_fn is None:
         from redraft.decoding import generate as generate_fn
     total, done = n * len(seeds) * len(task_list), 0

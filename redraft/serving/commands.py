@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="parameter dtype (default: the checkpoint's)")
+    from redraft.model.fp8.commands import add_quantization_argument
+
+    add_quantization_argument(p)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 suits small models on busy machines)")
     p.add_argument("--batch-invariant", choices=["auto", "on", "off"], default="auto",
@@ -62,6 +65,7 @@ def serve(args: argparse.Namespace) -> int:
                               default_max_tokens=args.default_max_tokens, default_mode=args.mode,
                               max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout,
                               prefix_cache_slots=args.prefix_cache_slots, device=args.device, dtype=args.dtype,
+                              quantization=args.quantization,
                               batch_invariant={"auto": None, "on": True, "off": False}[args.batch_invariant])
     app = create_app(model, settings)
     run_server(app, host=args.host, port=args.port, log_level=args.log_level, shutdown_timeout=args.shutdown_timeout)

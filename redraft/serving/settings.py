@@ -19,7 +19,8 @@ class ServerSettings:
     shutdown_timeout: seconds in-flight requests may still run at shutdown before they are cancelled.
     prefix_cache_slots: prompt prefixes whose K/V are kept for reuse by later requests (0 = no prefix reuse).
     device: where a checkpoint directory is loaded ("cpu", "cuda", "cuda:1"). dtype: parameter dtype (float32,
-    bfloat16, float16; None = the checkpoint's). batch_invariant: a request's tokens do not depend on what else is in
+    bfloat16, float16; None = the checkpoint's). quantization: None, "fp8" or "fp8-all" (per-block FP8 weights, see
+    `redraft.load_model`). batch_invariant: a request's tokens do not depend on what else is in
     the running batch, bit for bit (None = on CPU, off on CUDA; see `redraft.decoding.Engine`)."""
 
     model_name: str | None = None
@@ -35,6 +36,7 @@ class ServerSettings:
     device: str = "cpu"
     dtype: str | None = None
     batch_invariant: bool | None = None
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("max_batch_size", 1), ("max_queue", 0), ("default_max_tokens", 1),
@@ -56,6 +58,8 @@ class ServerSettings:
             raise ValueError(f"ServerSettings.device must be a torch device string, got {self.device!r}") from None
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"ServerSettings.dtype must be None, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.quantization not in (None, "fp8", "fp8-all"):
+            raise ValueError(f"ServerSettings.quantization must be None, 'fp8' or 'fp8-all', got {self.quantization!r}")
         if not (self.batch_invariant is None or isinstance(self.batch_invariant, bool)):
             raise ValueError(f"ServerSettings.batch_invariant must be None, True or False, got {self.batch_invariant!r}")
         if self.model_name is not None and not self.model_name.strip():

@@ -44,7 +44,8 @@ def build_engine(engine_or_path: Engine | str | Path, settings: ServerSettings) 
     from redraft.model import load_model
     from redraft.model.tokenizer import load_tokenizer
 
-    model, tokenizer = load_model(path, dtype=settings.dtype, device=settings.device), load_tokenizer(path)
+    model, tokenizer = load_model(path, dtype=settings.dtype, device=settings.device,
+                                  quantization=settings.quantization), load_tokenizer(path)
     prefix = PrefixCache(settings.prefix_cache_slots) if settings.prefix_cache_slots else None
     engine = Engine(model, tokenizer, max_batch_size=settings.max_batch_size, prefix_index=prefix,
                     batch_invariant=settings.batch_invariant)
