@@ -1,7 +1,8 @@
 """Loading benchmark: peak resident memory and time of `load_model` on a ~1 GB random checkpoint it creates.
 
 Each measurement runs in a fresh subprocess; peak RSS (VmHWM) minus the RSS before loading is compared with
-the checkpoint's bytes (goal: <= 1.5x). For context, the naive path (safetensors `load_file` + `load_state_dict`
+the checkpoint's bytes (goal: <= 1.5x). `redraft-fp8` loads with quantization="fp8" (experts quantized tensor by
+tensor while reading): its peak stays near the FP8 model's size, far below the checkpoint's. For context, the naive path (safetensors `load_file` + `load_state_dict`
 into a model built normally) is measured the same way.
 
     python benchmarks/load_memory.py [--size-gb 1.0] [--json FILE] [--quick]
@@ -33,6 +34,9 @@ t0 = time.perf_counter()
 if mode == "redraft":
     from redraft.model import load_model
     model = load_model(path)
+elif mode == "redraft-fp8":  # experts quantized to per-block FP8 tensor by tensor while loading
+    from redraft.model import load_model
+    model = load_model(path, quantization="fp8")
 else:
     from safetensors.torch import load_file
     from redraft.model import LLaDA2MoeConfig, LLaDA2MoeModelLM
@@ -83,7 +87,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ckpt"
         nbytes = make_checkpoint(ckpt, size_gb)
-        rows = {mode: measure(ckpt, mode) for mode in ("redraft", "naive")}
+        rows = {mode: measure(ckpt, mode) for mode in ("redraft", "redraft-fp8", "naive")}
     table = Table(title=f"load_model on a {nbytes / 1e9:.2f} GB random checkpoint (fp32)")
     for col in ("loader", "seconds", "peak RSS growth (GB)", "x checkpoint bytes"):
         table.add_column(col)
