@@ -265,3 +265,39 @@ def test_batch_invariance_holds_with_fp8_weights(dtype):
             alone = model(w, torch.arange(width)[None],
                           BlockLayout(BL, valid=torch.arange(width)[None] < len(s))).logits[0, :len(s)]
             assert torch.equal(batched[i, :len(s)], alone), f"row {i}"
+
+
+def test_quantize_and_inspect_verbs(tiny_checkpoint, tmp_path, capsys):
+    from redraft.cli import main
+
+    dst = tmp_path / "q"
+    assert main(["quantize", str(tiny_checkpoint), str(dst), "--scope", "all", "--exclude", "layers.2."]) == 0
+    model = load_model(dst)
+    assert isinstance(model.model.layers[1].attention.dense, Fp8Linear)
+    assert not isinstance(model.model.layers[2].attention.dense, Fp8Linear)
+    assert (dst / "tokenizer.json").exists()
+    assert main(["quantize", str(tiny_checkpoint), str(tiny_checkpoint)]) == 2  # in place: refused
+    capsys.readouterr()
+    assert main(["inspect", str(dst), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "F8_E4M3" in info["dtypes"] and info["fp8_all_bytes"] < info["fp8_experts_bytes"]
+    assert main(["inspect", "--shape", "mini", "--json"]) == 0
+    mini = json.loads(capsys.readouterr().out)
+    assert 15e9 < mini["parameters"] < 17e9 and mini["fp8_experts_bytes"] < 0.55 * mini["bytes"]
+
+
+@pytest.mark.slow
+def test_fp8_gpu_benchmark_runs_at_the_tiny_shape_on_cpu(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fp8_gpu.py"
+    spec = importlib.util.spec_from_file_location("fp8_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"
+    assert bench.main(["--shape", "tiny", "--device", "cpu", "--batch", "1", "--iters", "1", "--cache", "32",
+                       "--scopes", "fp8", "--moonshot", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["shape"], r["weights"]) for r in rows] == [("tiny", "bf16"), ("tiny", "fp8"), ("tiny-flash", "fp8")]
+    assert rows[1]["weight_bytes"] < rows[0]["weight_bytes"] and all(r["ms_per_forward"] > 0 for r in rows)
