@@ -84,3 +84,47 @@ def test_cuda_graph_runner_matches_eager(parity):
         cache.truncate(1, 96)
         out = runner(ids[[2, 0], 96:], None, BlockLayout(32), cache=cache)
         assert (out.logits - full[[2, 0], 96:]).abs().max() < 1e-4
+
+
+def _fp8_tolerance(ref: torch.Tensor) -> float:
+    # activations are quantized per 1 x 128 group on the FP8 path (e4m3: ~2^-4 relative per element)
+    return 0.08 * float(ref.float().abs().max())
+
+
+def test_fp8_linear_on_cuda_matches_the_dequantized_reference():
+    from redraft.model.fp8 import Fp8Linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(512, 384, bias=True).cuda().to(torch.bfloat16)
+    fp8 = Fp8Linear.from_linear(lin, (128, 128), torch.bfloat16)
+    x = torch.randn(37, 512, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(x.float(), fp8.weight.float(), fp8.bias.float())
+        out = fp8(x)
+    assert out.dtype == torch.bfloat16 and (out.float() - ref).abs().max() < _fp8_tolerance(ref)
+    if torch.cuda.get_device_capability() >= (9, 0):
+        assert fp8.fast.enabled is True, "blockwise scaled_mm did not run on a Hopper+ GPU"
+
+
+def test_fp8_expert_bank_on_cuda_matches_the_dequantized_reference():
+    from redraft.model import LLaDA2MoeConfig
+    from redraft.model.fp8 import quantize_model
+    from redraft.model.testing import random_model
+
+    cfg = LLaDA2MoeConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=64, num_experts=16,
+                          num_experts_per_tok=4, n_group=4, topk_group=2, moe_intermediate_size=128,
+                          torch_dtype="bfloat16")
+    model = quantize_model(random_model(cfg, seed=0, dtype=torch.bfloat16).cuda(), "fp8-all")
+    moe = model.model.layers[1].mlp
+    x = torch.randn(2, 70, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        fast = moe(x)
+        for m in model.modules():
+            if hasattr(m, "fast"):
+                m.fast.enabled = False  # the dequantizing path: the reference
+        ref = moe(x)
+        ids = torch.randint(0, 500, (2, 64), device="cuda")
+        logits = model(ids, layout=BlockLayout(32)).logits
+    assert (fast.float() - ref.float()).abs().max() < _fp8_tolerance(ref)
+    assert torch.isfinite(logits).all()
