@@ -110,8 +110,12 @@ def weight_bytes(model) -> int:
 
 
 def fast_path_state(model) -> str:
-    states = {m.fast.enabled for m in model.modules() if isinstance(m, (Fp8Linear, Fp8ExpertBank))}
-    return "fp8 kernels" if states == {True} else "dequantized" if True not in states else "mixed"
+    """How the FP8 modules computed: experts "grouped" (triton), "scaled_mm" (per expert) or "dequant"; linears
+    (read through `.weight` by the layers) "dequant"."""
+    experts = {"grouped" if m.grouped.enabled else "scaled_mm" if m.fast.enabled else "dequant"
+               for m in model.modules() if isinstance(m, Fp8ExpertBank)}
+    linears = any(isinstance(m, Fp8Linear) for m in model.modules())
+    return "experts " + "/".join(sorted(experts)) + (", linears dequant" if linears else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,8 +123,14 @@ def test_fp8_expert_bank_on_cuda_matches_the_dequantized_reference():
         for m in model.modules():
             if hasattr(m, "fast"):
                 m.fast.enabled = False  # the dequantizing path: the reference
+            if hasattr(m, "grouped"):
+                m.grouped.enabled, grouped_state = False, m.grouped.enabled
         ref = moe(x)
         ids = torch.randint(0, 500, (2, 64), device="cuda")
         logits = model(ids, layout=BlockLayout(32)).logits
     assert (fast.float() - ref.float()).abs().max() < _fp8_tolerance(ref)
     assert torch.isfinite(logits).all()
+    from redraft.model.fp8.grouped import triton
+
+    if triton is not None:
+        assert grouped_state is True, "the grouped triton FP8 kernel turned itself off"
