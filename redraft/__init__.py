@@ -19,6 +19,8 @@ _LAZY = {
     "DecodeConfig": "redraft.decoding",
     "preset": "redraft.decoding",
     "Engine": "redraft.decoding",
+    "quantize_model": "redraft.model.fp8",
+    "Fp8Config": "redraft.model.fp8",
 }
 __all__ = list(_LAZY)
 
