@@ -332,3 +332,22 @@ def test_grouped_triton_kernel_matches_the_reference_in_the_interpreter():
     proc = subprocess.run([sys.executable, "-c", GROUPED_SCRIPT], capture_output=True, text=True, env=env,
                           timeout=600)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_serving_and_eval_load_with_quantization(tiny_checkpoint):
+    from redraft.cli import build_parser
+    from redraft.evaluation.harness import load as eval_load
+    from redraft.serving.settings import ServerSettings
+    from redraft.serving.state import build_engine
+
+    engine, _ = build_engine(tiny_checkpoint, ServerSettings(quantization="fp8"))
+    assert isinstance(engine.model.model.layers[1].mlp.experts, Fp8ExpertBank)
+    with pytest.raises(ValueError, match="ServerSettings.quantization"):
+        ServerSettings(quantization="int8")
+    model, _, _ = eval_load(str(tiny_checkpoint), quantization="fp8-all")
+    assert isinstance(model.model.layers[1].attention.dense, Fp8Linear)
+    parser = build_parser()
+    for argv in (["generate", "x", "--quantization", "fp8"], ["chat", "--quantization", "fp8"],
+                 ["serve", "--quantization", "fp8-all"], ["eval", "--quantization", "fp8"],
+                 ["bench", "--quantization", "fp8"]):
+        assert parser.parse_args(argv).quantization == argv[-1]
