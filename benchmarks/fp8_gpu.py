@@ -5,8 +5,9 @@ on one GPU.
     python benchmarks/fp8_gpu.py [--shape mini] [--batch 1,16] [--cache 1024] [--moonshot] [--json FILE]
     python benchmarks/fp8_gpu.py --shape tiny --device cpu --moonshot      # a CPU smoke run of every path
 
-Rows: bf16 (the unquantized model, grouped-matmul experts on Hopper), fp8 (routed experts in FP8), fp8-all (every
-linear layer but the LM head). The FP8 model is the bf16 model quantized in place (same random weights). The
+Rows: bf16 (the unquantized model, grouped-matmul experts on Hopper), fp8 (routed experts in FP8: the grouped
+triton kernel, bf16 activations), fp8-w8a8 (CUDA only: the same weights through per-expert blockwise `scaled_mm`
+with activations quantized per 1 x 128), fp8-all (every linear layer but the LM head). The FP8 model is the bf16 model quantized in place (same random weights). The
 moonshot row never holds a bf16 copy: the model is built on the meta device, its experts swapped for FP8 banks,
 allocated on the device, and filled with random FP8 codes and scales one layer at a time. tok/s = TPF / step, at
 `--tpf` tokens per forward (S Mode on the paper's benchmarks decodes several tokens per forward).
@@ -153,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         q = quantize_model(build_bf16(shape, device) if scope != "fp8" else model, scope)
         for b in batches:
             record(scope, q, b, step_ms(q, b, args.cache, args.block, device, args.iters), args.shape)
+        if scope == "fp8" and device.startswith("cuda"):
+            # the other way: activations quantized per 1 x 128 too, FP8 tensor-core GEMMs per expert (scaled_mm)
+            for m in q.modules():
+                if isinstance(m, Fp8ExpertBank):
+                    m.grouped.enabled, m.fast.enabled = False, None
+            for b in batches:
+                record("fp8-w8a8", q, b, step_ms(q, b, args.cache, args.block, device, args.iters), args.shape)
         del q
     del model
     if device.startswith("cuda"):
