@@ -209,4 +209,8 @@ def test_batch_invariant_option(model):
     prompts = [_prompt(13, 7), _prompt(30, 8)]
     plain = generate(model, None, prompts, cfg, batch_invariant=False)
     exact = generate(model, None, prompts, cfg)
-    assert [len(r.token_ids) for r in plain] == [len(r.token_ids) for r in exact] == [32, 32]
+    assert [len(r.token_ids) for r in exact] == [32, 32]
+    # the tiled (batch-invariant) GEMMs and the plain ones agree to rounding; on this model the tokens are the same
+    assert [r.token_ids for r in plain] == [r.token_ids for r in exact]
+    counts = lambda r: (r.stats.forwards, r.stats.m2t_fills, r.stats.t2t_edits)  # noqa: E731
+    assert [counts(r) for r in plain] == [counts(r) for r in exact]

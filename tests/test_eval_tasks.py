@@ -7,10 +7,10 @@ import ast
 import pytest
 
 from redraft.evaluation.tasks import Example, get_task, list_tasks, split_of
-from redraft.evaluation.tasks.code_syntax import extract_functions
+from redraft.evaluation.tasks.code_syntax import extract_functions, stdlib_split
 from redraft.evaluation.tasks.sudoku import all_solutions, count_solutions, is_solved
 
-SYNTHETIC = ["addition", "sorting", "sudoku4", "reverse"]
+SYNTHETIC = ["addition", "sorting", "sudoku4", "reverse", "addition_long", "sorting_long", "reverse_long"]
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,10 @@ def _task(name, code_task):
 
 
 def test_registry_lists_all_tasks():
-    assert {"addition", "sorting", "sudoku4", "reverse", "code_syntax"} <= set(list_tasks())
+    assert set(SYNTHETIC + ["code_syntax", "code_exec", "humaneval"]) == set(list_tasks())
 
 
-@pytest.mark.parametrize("name", SYNTHETIC + ["code_syntax"])
+@pytest.mark.parametrize("name", SYNTHETIC + ["code_syntax", "code_exec"])
 def test_examples_deterministic_distinct_and_split(name, code_task):
     task = _task(name, code_task)
     a = task.examples(40, seed=3, split="eval")
@@ -38,19 +38,22 @@ def test_examples_deterministic_distinct_and_split(name, code_task):
     for seed in range(3):
         evals = {e.key for e in task.examples(40, seed=seed, split="eval")}
         assert not evals & {e.key for e in train}
-    split_key = (lambda e: e.meta["module"]) if name == "code_syntax" else (lambda e: e.key)
-    assert all(split_of(name, split_key(e)) == "eval" for e in a)
-    assert all(split_of(name, split_key(e)) == "train" for e in train)
+    split = (lambda e: stdlib_split(e.meta["module"])) if name == "code_syntax" else (
+        lambda e: split_of(name, e.split_key))
+    assert all(split(e) == "eval" for e in a)
+    assert all(split(e) == "train" for e in train)
+    assert not {e.split_key for e in a} & {e.split_key for e in train}
 
 
-@pytest.mark.parametrize("name", SYNTHETIC + ["code_syntax"])
+@pytest.mark.parametrize("name", SYNTHETIC + ["code_syntax", "code_exec"])
 def test_reference_answer_scores_one(name, code_task):
     task = _task(name, code_task)
-    for e in task.examples(30, seed=0, split="eval"):
-        assert isinstance(e, Example) and e.messages and e.messages[-1]["role"] == "user"
-        assert task.score(e, e.answer) == 1.0
-        assert task.score(e, "  \n" + e.answer + "\n ") == 1.0  # surrounding whitespace tolerated
-        assert task.score(e, "") == 0.0
+    examples = task.examples(30, seed=0, split="eval")
+    assert all(isinstance(e, Example) and e.messages and e.messages[-1]["role"] == "user" for e in examples)
+    assert task.score_many(examples, [e.answer for e in examples]) == [1.0] * 30
+    # surrounding whitespace tolerated
+    assert task.score_many(examples, ["  \n" + e.answer + "\n " for e in examples]) == [1.0] * 30
+    assert task.score_many(examples, [""] * 30) == [0.0] * 30
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)
@@ -98,6 +101,24 @@ def test_code_syntax_scores_by_parsing(code_task):
     assert code_task.score(e, "    return (1\n") == 0.0
     assert code_task.score(e, "return 1") == 0.0  # body must be indented
     ast.parse(e.meta["prompt"] + e.answer)
+
+
+def test_code_exec_runs_hidden_tests():
+    task = get_task("code_exec")
+    by_id = {e.split_key: e for e in task.examples(1500, seed=0, split="train")}
+    e = next(e for k, e in by_id.items() if k.startswith("max_id_gt"))
+    arg = e.meta["prompt"].split("(")[1].split(")")[0]
+    threshold = int(e.split_key.removeprefix("max_id_gt"))
+    other = (threshold + 2) % 10
+    assert task.chat is False and e.meta["prompt"].startswith("def max_id_gt")
+    assert f"of {arg} that are greater than {threshold}, or 0 if there is none." in e.meta["prompt"]
+    completions = [e.answer,
+                   f"    return max({arg}, default=0)\n",  # ignores the filter: fails the singleton/negative tests
+                   f"    return max((x for x in {arg} if x > {other}), default=0)\n",  # wrong threshold
+                   "    while True:\n        pass\n",  # never returns: stopped by the sandbox's time limit
+                   "    return max(\n"]  # does not parse
+    task.sandbox = type(task.sandbox)(timeout_s=2.0, cpu_s=2.0)
+    assert task.score_many([e] * 5, completions) == [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_extract_functions_skips_long_and_decorated():

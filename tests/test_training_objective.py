@@ -107,3 +107,68 @@ def test_loss_labels_are_at_the_same_position():
     loss, metrics = objective(CleanCopyModel(), single_segment(x0), 4, torch.Generator().manual_seed(0))
     assert float(metrics["m2t_count"]) > 0
     assert float(loss) < 1e-6
+
+
+class DraftingModel(torch.nn.Module):
+    """Predicts a fixed token per position, DRAFT(pos) = 2 + (7 * pos + 3) % (VOCAB - 2) (never x_0 below, never the
+    mask), whatever the input; records each forward's noisy half and whether gradients were on."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(VOCAB))
+        self.calls: list[tuple[torch.Tensor, bool]] = []
+
+    @staticmethod
+    def draft(pos: torch.Tensor) -> torch.Tensor:
+        return 2 + (7 * pos + 3) % (VOCAB - 2)
+
+    def forward(self, ids, pos, attn_mask=None):
+        self.calls.append((ids[:, :ids.shape[1] // 2].clone(), torch.is_grad_enabled()))
+        logits = 8.0 * torch.nn.functional.one_hot(self.draft(pos), VOCAB).float() + self.bias
+        return type("Out", (), {"logits": logits})()
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_mtf_trains_on_the_models_own_drafts_against_clean_tokens(fraction):
+    """MTF (mtf_turns=2): turn 1 runs without gradient on x_t; the trained forward (turn 2) sees the model's own
+    argmax at the drafted positions (masked ones, all or a random fraction), the mask token at the rest, the clean
+    token elsewhere; the loss is cross-entropy against x_0 (not against the drafts) on masked + drafted positions."""
+    length, bl = 16, 4
+    pos = torch.arange(length).expand(3, length)
+    x0 = torch.full((3, length), VOCAB - 1)  # DRAFT(pos) never equals VOCAB - 1 at these positions
+    assert not (DraftingModel.draft(pos) == x0).any()
+    batch = TrainBatch(x0, pos, torch.zeros_like(x0), torch.ones_like(x0, dtype=torch.bool))
+    cfg = NoiseConfig(mask_ratio_min=0.5, mask_ratio_max=0.9, t2t_ratio=0.0, keep_weight=0.1,
+                      mtf_turns=2, mtf_ratio=1.0, mtf_select="random", mtf_fraction=fraction)
+    objective = DiffusionObjective(cfg, MASK_ID, torch.arange(2, VOCAB))
+    model = DraftingModel()
+    loss, metrics = objective(model, batch, bl, torch.Generator().manual_seed(0))
+
+    (first, first_grad), (trained, trained_grad) = model.calls
+    assert not first_grad and trained_grad  # the draft turn has no gradient, the trained turn has
+    masked0 = first == MASK_ID  # what turn 1 saw masked
+    assert masked0.any() and torch.equal(first[~masked0], x0[~masked0])
+    drafted = trained != first
+    assert drafted.any() and torch.equal(drafted, masked0 & (trained != MASK_ID))
+    assert torch.equal(trained[drafted], DraftingModel.draft(pos)[drafted])  # the model's own drafts
+    assert torch.equal(trained[~masked0], x0[~masked0])
+    if fraction == 1.0:
+        assert torch.equal(drafted, masked0)
+    else:
+        assert (masked0 & ~drafted).any()  # some positions stay masked for M2T
+    assert float(metrics["draft_count"]) == float(drafted.sum())
+    assert float(metrics["m2t_count"]) == float((masked0 & ~drafted).sum())
+
+    # the loss: CE of the trained forward's logits against x_0, weight 1 on masked + drafted, keep_weight elsewhere
+    logits = 8.0 * torch.nn.functional.one_hot(DraftingModel.draft(pos), VOCAB).float()
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), x0.reshape(-1), reduction="none").view(3, -1)
+    w = masked0.float() + 0.1 * (~masked0).float()
+    assert float(loss.detach()) == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
+    # scored against the drafts instead, the drafted positions would cost ~0 nats, not ~8
+    labels = torch.where(drafted, trained, x0)
+    ce_vs_drafts = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1),
+                                                     reduction="none").view(3, -1)
+    assert float(ce[drafted].min()) > 7.5 and float(ce_vs_drafts[drafted].max()) < 0.1
+    assert float(loss.detach()) > float((ce_vs_drafts * w).sum() / w.sum()) + 1.0
+    loss.backward()
+    assert model.bias.grad is not None and model.bias.grad[VOCAB - 1] < 0  # pushes toward the clean token

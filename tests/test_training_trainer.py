@@ -60,6 +60,22 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path):
         assert torch.equal(x, y), name
 
 
+def test_max_time_stop_saves_a_checkpoint_and_resume_matches(tmp_path):
+    """A run stopped by max_time_s leaves a checkpoint at the step it stopped, and --resume finishes the same curve
+    (how scripts/train_v2_both.sh cuts a long run into pieces)."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    over = dict(steps=4, save_every=100, eval_every=100, log_every=1)
+    Trainer(config_from_dict(tiny_config(full, **over))).run()
+    data = {"prepared": str(full / "data")}
+    summary = Trainer(config_from_dict(tiny_config(cut, data=data, max_time_s=0.0, **over))).run()
+    from redraft.training.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(cut)
+    assert summary["steps"] == 1 and ckpt is not None and json.loads((ckpt / "trainer.json").read_text())["step"] == 1
+    Trainer(config_from_dict(tiny_config(cut, data=data, **over)), resume=True).run()
+    assert losses(cut) == losses(full)
+
+
 def test_checkpoint_loads_and_decodes(tmp_path):
     cfg = config_from_dict(tiny_config(tmp_path, steps=12, save_every=6, eval_every=100))
     Trainer(cfg).run()

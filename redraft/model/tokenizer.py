@@ -169,14 +169,24 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike, **overrides: str) -> Token
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str] = tuple(DEFAULT_SPECIAL_TOKENS),
-                        chat_template: str = DEFAULT_CHAT_TEMPLATE, min_frequency: int = 2) -> Tokenizer:
-    """Train a byte-level BPE tokenizer (`tokenizers`) with the LLaDA2 special tokens and a chat template."""
+                        chat_template: str = DEFAULT_CHAT_TEMPLATE, min_frequency: int = 2,
+                        split_digits: bool = False) -> Tokenizer:
+    """Train a byte-level BPE tokenizer (`tokenizers`) with the LLaDA2 special tokens and a chat template.
+
+    split_digits: every decimal digit is its own pre-token (`pre_tokenizers.Digits(individual_digits=True)` before the
+    byte-level split), so no merge spans two digits and numbers are tokenised digit by digit, the same way at every
+    length (for arithmetic).
+    """
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
         raise ValueError(f"vocab_size must be at least 300 for byte-level BPE, got {vocab_size}")
+    if not isinstance(split_digits, bool):
+        raise ValueError(f"split_digits must be a bool, got {split_digits!r}")
     tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)

@@ -9,6 +9,10 @@
   (`masks.packed_dual_stream_mask`), so segments never attend to each other.
 - The standard-library corpus is the sorted list of `*.py` files under `sysconfig.get_paths()["stdlib"]`, without
   `site-packages` and test folders; `recipe.json` records every file with its sha256 and the Python version.
+- **Held out** (eval loss only, never trained on): a stable `cpt_eval_fraction` of the CPT files by a hash of their
+  name, plus every stdlib module the code tasks evaluate on (`code_syntax.stdlib_split`), so eval functions are never
+  seen as source text. The BPE tokenizer is trained on the train split only (train files + train task examples);
+  `recipe.json` lists the held-out files and what the tokenizer was trained on.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class DataConfig:
     task.
     jsonl: chat JSONL files ({"messages": [...]}, the last message is the target). prepared: a folder written by
     `prepare_data` (tokenizer + rows + recipe) to use instead of building from sources.
+    tokenizer_split_digits: train the BPE with one token per decimal digit (see `train_bpe_tokenizer`).
     """
 
     seq_len: int = 256
@@ -54,6 +59,7 @@ class DataConfig:
     jsonl: list[str] = field(default_factory=list)
     cpt_eval_fraction: float = 0.02
     tokenizer_vocab_size: int = 4096
+    tokenizer_split_digits: bool = False
     tokenizer_path: str | None = None
     seed: int = 0
     prepared: str | None = None
@@ -65,6 +71,8 @@ class DataConfig:
         if self.seq_len % self.pad_multiple:
             raise ValueError(f"data.seq_len ({self.seq_len}) must be a multiple of data.pad_multiple "
                              f"({self.pad_multiple})")
+        if not isinstance(self.tokenizer_split_digits, bool):
+            raise ValueError(f"data.tokenizer_split_digits must be true or false, got {self.tokenizer_split_digits!r}")
         if not 0.0 <= self.cpt_eval_fraction < 1.0:
             raise ValueError(f"data.cpt_eval_fraction must be in [0, 1), got {self.cpt_eval_fraction!r}")
         for name, n in self.tasks.items():
@@ -108,6 +116,13 @@ def is_eval_name(name: str, fraction: float) -> bool:
     """Stable held-out choice by a hash of the name (same on every machine)."""
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64 < fraction
+
+
+def is_code_eval_module(rel_path: Path) -> bool:
+    """True for a stdlib file (path relative to the stdlib root) whose module the code tasks evaluate on."""
+    from redraft.evaluation.tasks.code_syntax import stdlib_split
+
+    return stdlib_split(".".join(rel_path.with_suffix("").parts)) == "eval"
 
 
 def chunk_document(ids: Sequence[int], seq_len: int) -> Iterator[Segment]:
@@ -172,6 +187,7 @@ class Corpus:
 
 
 def tokenizer_corpus(cfg: DataConfig, texts: Sequence[str]) -> Iterator[str]:
+    """What the BPE is trained on: `texts` (the caller passes the train files only) and train-split task examples."""
     yield from texts
     for name in sorted(cfg.tasks):
         for messages in task_messages(name, min(cfg.tasks[name], 2000), cfg.seed, "train",
@@ -183,12 +199,15 @@ def build_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> tuple[C
     """Read every source, train (or load) the tokenizer, tokenise into segments of both splits."""
     records: list[dict[str, Any]] = []
     texts: dict[str, str] = {}
+    held_names: set[str] = set()
     if cfg.stdlib:
         root, files = stdlib_files(cfg.stdlib_max_file_bytes)
         for path in files:
             rec = file_record(path, root)
             records.append({**rec, "source": "stdlib"})
             texts[f"stdlib/{rec['path']}"] = path.read_text(encoding="utf-8", errors="replace")
+            if is_code_eval_module(path.relative_to(root)):
+                held_names.add(f"stdlib/{rec['path']}")
     for pattern in cfg.text_files:
         matches = sorted(Path().glob(pattern)) if not Path(pattern).is_absolute() else sorted(
             Path("/").glob(pattern.lstrip("/")))
@@ -197,19 +216,24 @@ def build_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> tuple[C
         for path in matches:
             records.append({**file_record(path), "source": "text_files"})
             texts[str(path)] = path.read_text(encoding="utf-8", errors="replace")
-    if tokenizer is None:
-        if cfg.tokenizer_path:
-            from redraft.model.tokenizer import load_tokenizer
+    held_names.update(name for name in texts if is_eval_name(name, cfg.cpt_eval_fraction))
+    train_texts = [text for name, text in texts.items() if name not in held_names]
+    if tokenizer is not None:
+        tokenizer_source = "given"
+    elif cfg.tokenizer_path:
+        from redraft.model.tokenizer import load_tokenizer
 
-            tokenizer = load_tokenizer(cfg.tokenizer_path)
-        else:
-            from redraft.model.tokenizer import train_bpe_tokenizer
+        tokenizer, tokenizer_source = load_tokenizer(cfg.tokenizer_path), f"loaded from {cfg.tokenizer_path}"
+    else:
+        from redraft.model.tokenizer import train_bpe_tokenizer
 
-            tokenizer = train_bpe_tokenizer(tokenizer_corpus(cfg, list(texts.values())), cfg.tokenizer_vocab_size)
+        tokenizer = train_bpe_tokenizer(tokenizer_corpus(cfg, train_texts), cfg.tokenizer_vocab_size,
+                                        split_digits=cfg.tokenizer_split_digits)
+        tokenizer_source = "trained"
     train: list[Segment] = []
     held: list[Segment] = []
     for name, text in texts.items():
-        target = held if is_eval_name(name, cfg.cpt_eval_fraction) else train
+        target = held if name in held_names else train
         target.extend(cpt_segments([text], tokenizer, cfg.seq_len))
     dropped = 0
     sft: dict[str, dict[str, int]] = {}
@@ -238,6 +262,12 @@ def build_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> tuple[C
         "excluded_dirs": list(EXCLUDED_DIRS),
         "files": records,
         "files_sha256": hashlib.sha256("".join(r["sha256"] for r in records).encode()).hexdigest(),
+        "held_out_files": sorted(held_names),
+        "tokenizer": {"source": tokenizer_source, "split_digits": cfg.tokenizer_split_digits,
+                      "trained_on": {"files": len(train_texts), "held_out_files_excluded": len(held_names),
+                                     "task_examples_per_task": {name: min(cfg.tasks[name], 2000) for name in
+                                                                sorted(cfg.tasks)}, "task_split": "train"}
+                      if tokenizer_source == "trained" else None},
         "sft_examples": sft,
         "sft_dropped_longer_than_seq_len": dropped,
         "config": asdict(cfg),

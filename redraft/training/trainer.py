@@ -189,6 +189,9 @@ class Trainer:
                 if stop_after is not None and step - self.start_step >= stop_after:
                     return record
                 if cfg.max_time_s is not None and time.perf_counter() - t0 > cfg.max_time_s:
+                    if step < cfg.steps and step % cfg.save_every:  # so that --resume continues from here
+                        save_checkpoint(self.out, step, self.model, self.model_config, self.optimizer, self.gen,
+                                        self.data.tokenizer, {"config": cfg.to_dict()}, info, cfg.keep_checkpoints)
                     break
         final = self.out / "final"
         dtype = torch.float32 if cfg.save_dtype == "float32" else torch.bfloat16

@@ -22,8 +22,9 @@ class Example:
 
     messages: chat messages for the prompt (a single user message for plain, non-chat tasks).
     answer: the exact reference assistant reply / completion (training uses it as the target).
-    meta: task-specific data for scoring; always holds "key" (the canonical problem id used for the split)
-        and, for plain tasks, "prompt" (the raw prompt text).
+    meta: task-specific data for scoring; always holds "key" (the problem id: examples of one call have distinct
+        keys), "split_key" (the task's notion of "the same problem": every problem sharing it lands in the same split,
+        e.g. both `a+b` and `b+a` for addition) and, for plain tasks, "prompt" (the raw prompt text).
     """
 
     messages: list[dict[str, str]]
@@ -34,17 +35,22 @@ class Example:
     def key(self) -> str:
         return str(self.meta["key"])
 
+    @property
+    def split_key(self) -> str:
+        """The key the train/eval split is taken on (what "unseen" means for the task); the problem key if unset."""
+        return str(self.meta.get("split_key", self.meta["key"]))
+
 
 def normalize(text: str) -> str:
     """Scoring is exact up to surrounding whitespace: strip it, compare the rest byte for byte."""
     return text.strip()
 
 
-def split_of(task_name: str, key: str) -> str:
+def split_of(task_name: str, key: str, eval_fraction: float = EVAL_FRACTION) -> str:
     """Stable split ("train"/"eval") of a problem: a blake2b hash of (task name, key), same on every machine."""
     digest = hashlib.blake2b(f"{task_name}\x00{key}".encode(), digest_size=8).digest()
     bucket = int.from_bytes(digest, "big") / 2.0**64
-    return "eval" if bucket < EVAL_FRACTION else "train"
+    return "eval" if bucket < eval_fraction else "train"
 
 
 def check_split(split: str) -> str:
@@ -64,8 +70,8 @@ class Task(ABC):
     """A seeded, exactly scored task. Subclasses set `name` and `chat` and implement `_sample`.
 
     `examples(n, seed, split)` is deterministic in (task config, n, seed, split); train and eval examples never share
-    a problem key, because each key belongs to exactly one split by a stable hash (see `split_of`).
-    Examples within one call are distinct.
+    a split key (`Example.split_key`, the task's notion of "the same problem"), because each split key belongs to
+    exactly one split by a stable hash (see `split_of`). Examples within one call have distinct problem keys.
     """
 
     name: ClassVar[str]
@@ -89,7 +95,7 @@ class Task(ABC):
                     f"examples for; lower n or enlarge the problem space")
             budget -= 1
             example = self._sample(rng)
-            if example.key in seen or split_of(self.name, example.key) != split:
+            if example.key in seen or split_of(self.name, example.split_key) != split:
                 continue
             seen.add(example.key)
             out.append(example)

@@ -14,6 +14,20 @@ from redraft.evaluation.tasks.base import Example, Task, check_count, check_spli
 
 
 CODE_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n@")
+# Fraction of standard-library modules held out for evaluation. The split is shared: the code tasks evaluate only on
+# these modules and the training corpus (redraft/training/data.py) keeps them out of CPT, so an eval function was
+# never trained on, neither as a task example nor as source text.
+STDLIB_EVAL_FRACTION = 0.1
+
+
+def module_name(path: Path, root: Path) -> str:
+    """Dotted module name of a stdlib file (`json/decoder.py` -> `json.decoder`, packages end in `.__init__`)."""
+    return ".".join(path.relative_to(root).with_suffix("").parts)
+
+
+def stdlib_split(module: str) -> str:
+    """Split ("train"/"eval") of a stdlib module, shared by the code tasks and the CPT corpus."""
+    return split_of("stdlib", module, STDLIB_EVAL_FRACTION)
 
 
 def parses(source: str) -> bool:
@@ -74,8 +88,10 @@ class CodeSyntax(Task):
     """Prompt: `def name(args):` (a one-line header of a standard-library function); reference answer: the real body.
 
     Score 1.0 if header + completion parses as Python (`ast.parse`), else 0.0 (nothing is executed). The split is by
-    source module, so eval headers come from stdlib modules never seen in training. The running interpreter's stdlib
-    is read (test suites left out) (`sysconfig.get_paths()["stdlib"]`), so examples depend on the Python version.
+    source module (`stdlib_split`, shared with the CPT corpus, which holds the eval modules out), so eval headers come
+    from stdlib modules never seen in training; an eval function whose header line also occurs in a train module
+    (copies such as `def main():`) is dropped. The running interpreter's stdlib is read (test suites left out)
+    (`sysconfig.get_paths()["stdlib"]`), so examples depend on the Python version.
     """
 
     max_body_lines: int = 3
@@ -103,16 +119,21 @@ class CodeSyntax(Task):
         check_split(split)
         if self._pool is None:
             pool: dict[str, list[Example]] = {"train": [], "eval": []}
+            train_lines: set[str] = set()
             for path in stdlib_files(Path(self.stdlib)):
                 try:
                     source = path.read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError):
                     continue
-                module = ".".join(path.relative_to(self.stdlib).with_suffix("").parts)
+                module = module_name(path, Path(self.stdlib))
+                side = stdlib_split(module)
+                if side == "train":
+                    train_lines.update(line.strip() for line in source.splitlines())
                 for header, body in extract_functions(source, self.max_body_lines, self.max_body_chars):
-                    example = Example(user(header), body, {"key": f"{module}:{header.strip()}", "module": module,
-                                                           "prompt": header})
-                    pool[split_of(self.name, module)].append(example)
+                    example = Example(user(header), body, {"key": f"{module}:{header.strip()}", "split_key": module,
+                                                           "module": module, "prompt": header})
+                    pool[side].append(example)
+            pool["eval"] = [e for e in pool["eval"] if e.meta["prompt"].strip() not in train_lines]
             self._pool = pool
         return self._pool[split]
 

@@ -8,9 +8,10 @@ from types import MappingProxyType
 from typing import Any
 
 from redraft.evaluation.tasks.base import Task
+from redraft.evaluation.tasks.code_exec import CodeExec
 from redraft.evaluation.tasks.code_syntax import CodeSyntax
 from redraft.evaluation.tasks.humaneval import HumanEval
-from redraft.evaluation.tasks.synthetic import Addition, Reverse, Sorting
+from redraft.evaluation.tasks.synthetic import Addition, AdditionLong, Reverse, ReverseLong, Sorting, SortingLong
 from redraft.evaluation.tasks.sudoku import Sudoku4
 
 TASKS: MappingProxyType[str, Callable[..., Task]] = MappingProxyType({
@@ -18,7 +19,11 @@ TASKS: MappingProxyType[str, Callable[..., Task]] = MappingProxyType({
     "sorting": Sorting,
     "sudoku4": Sudoku4,
     "reverse": Reverse,
+    "addition_long": AdditionLong,
+    "sorting_long": SortingLong,
+    "reverse_long": ReverseLong,
     "code_syntax": CodeSyntax,
+    "code_exec": CodeExec,
     "humaneval": HumanEval,
 })
 

@@ -1,4 +1,11 @@
-"""Synthetic verifiable chat tasks: multi-digit addition, sorting small ints, and reversing letters or words."""
+"""Synthetic verifiable chat tasks: multi-digit addition, sorting small ints, and reversing letters or words.
+
+Each task splits train/eval on a key that names the problem up to the task's symmetry, so that no eval problem is a
+trivial rewrite of a train problem (docs/evaluation.md, "What unseen means"):
+addition on the unordered pair {a, b}; sorting on the multiset of values (every permutation of one input shares its
+answer); reverse on the unordered pair {sequence, its reverse} (the answer of one is the prompt of the other).
+The `*_long` variants are the same tasks with longer inputs (graded, for the v2 model and the C1 claim).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +56,8 @@ class Addition(Task):
     def _sample(self, rng: random.Random) -> Example:
         a, b = self._operand(rng), self._operand(rng)
         key = f"{a}+{b}"
-        return Example(user(f"{key}="), str(a + b), {"key": key, "a": a, "b": b})
+        split_key = f"{min(a, b)}+{max(a, b)}"  # a+b and b+a are the same problem
+        return Example(user(f"{key}="), str(a + b), {"key": key, "split_key": split_key, "a": a, "b": b})
 
 
 @dataclass
@@ -72,7 +80,8 @@ class Sorting(Task):
         values = [rng.randint(0, self.max_value) for _ in range(rng.randint(self.min_len, self.max_len))]
         key = " ".join(map(str, values))
         answer = " ".join(map(str, sorted(values)))
-        return Example(user(f"sort: {key}"), answer, {"key": key, "values": values})
+        # every permutation of the same multiset has the same answer: split on the multiset (= the sorted list)
+        return Example(user(f"sort: {key}"), answer, {"key": key, "split_key": answer, "values": values})
 
 
 @dataclass
@@ -100,4 +109,36 @@ class Reverse(Task):
         vocab = LETTERS if self.unit == "letters" else WORDS
         items = [rng.choice(vocab) for _ in range(rng.randint(self.min_len, self.max_len))]
         key = " ".join(items)
-        return Example(user(f"reverse: {key}"), " ".join(reversed(items)), {"key": key, "unit": self.unit})
+        answer = " ".join(reversed(items))
+        # the answer of `reverse: x` is the prompt of `reverse: reversed(x)`: split on the unordered pair
+        return Example(user(f"reverse: {key}"), answer, {"key": key, "split_key": min(key, answer), "unit": self.unit})
+
+
+@dataclass
+class AdditionLong(Addition):
+    """Addition of 3-6 digit operands (carries over many digits); meant for a digit-level tokenizer."""
+
+    digits: int = 6
+    min_digits: int = 3
+    name = "addition_long"
+
+
+@dataclass
+class SortingLong(Sorting):
+    """Sorting 16-24 ints in [0, 20]: outputs long enough for the unmasking threshold to matter."""
+
+    min_len: int = 16
+    max_len: int = 24
+    max_value: int = 20
+    name = "sorting_long"
+    max_new_tokens = 96  # up to 24 two-digit numbers: 72 tokens with digit-level tokens
+
+
+@dataclass
+class ReverseLong(Reverse):
+    """Reversing 16-24 letters."""
+
+    min_len: int = 16
+    max_len: int = 24
+    name = "reverse_long"
+    max_new_tokens = 64
