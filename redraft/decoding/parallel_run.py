@@ -77,3 +77,31 @@ def generate_parallel(path: str | Path, prompts: str | Sequence[str] | Sequence[
         prompts = [prompts]
     args = (str(path), list(prompts), config, parallel, dtype, use_tokenizer, kwargs)
     return launch(_generate_rank, parallel, args, device, oversubscribe)
+
+
+def _stream_rank(rank: Rank, path: str, prompt_ids: list[int], config: DecodeConfig, parallel: ParallelConfig,
+                 dtype):
+    from redraft.model.tokenizer import load_tokenizer
+
+    from .commands import print_stats, stream_to_stdout
+    from .engine import Engine
+
+    model = load_sharded(path, parallel, rank.rank, rank.group, dtype=dtype, device=rank.device)
+    engine = Engine(model, load_tokenizer(path), max_batch_size=1)
+    engine.add_request(prompt_ids, config)
+    if not rank.is_main:  # the same steps, silently
+        engine.run_until_done()
+        return None
+    result = stream_to_stdout(engine)
+    print_stats(result)
+    return result.token_ids
+
+
+def stream_generate_parallel(path: str | Path, prompt_ids: Sequence[int], config: DecodeConfig,
+                             parallel: ParallelConfig, *, dtype: torch.dtype | str | None = None, device: str = "cpu",
+                             oversubscribe: bool = False) -> list[int]:
+    """`redraft generate --tp N`: rank 0 prints the text as it becomes final and the stats; returns the ids."""
+    _, cfg = read_config(path)
+    parallel.check(cfg)
+    return launch(_stream_rank, parallel, (str(path), list(prompt_ids), config, parallel, dtype), device,
+                  oversubscribe)
