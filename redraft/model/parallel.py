@@ -27,6 +27,7 @@ Collectives are torch.distributed's (gloo on CPU, NCCL on CUDA), on the process 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -449,3 +450,38 @@ def apply_parallel(model: nn.Module, config: ParallelConfig, group=None) -> nn.M
             raise ValueError(f"parallel layout: tensor {name!r} has no piece for rank {rank}")
         target.copy_(piece.take(full[name]))
     return model
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+_QUANTIZABLE = ("query_key_value.weight", "dense.weight", "gate_proj.weight", "up_proj.weight", "down_proj.weight")
+FP8_BLOCK = 128  # an FP8 weight's scales: one float32 per 128 x 128 block (estimate used by `rank_memory`)
+
+
+def rank_memory(cfg: LLaDA2MoeConfig, config: ParallelConfig, dtype: str = "bfloat16") -> list[dict[str, int]]:
+    """Bytes each rank holds, from the config alone (no weights read): {"weights", "kv_per_1k_tokens"} per rank.
+
+    dtype: "float32", "bfloat16", "float16", or "fp8" (an estimate: the linear and expert matrices in 1 byte plus
+    float32 scales per 128 x 128 block; embeddings, LM head, norms and router in bfloat16; KV cache in bfloat16)."""
+    config.check(cfg)
+    sizes = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 2}
+    if dtype not in sizes:
+        raise ValueError(f"dtype must be one of {sorted(sizes)}, got {dtype!r}")
+    with torch.device("meta"):
+        from .modeling import LLaDA2MoeModelLM
+
+        shapes = {k: list(v.shape) for k, v in LLaDA2MoeModelLM(cfg).state_dict().items()}
+    out = []
+    for rank in range(config.tp):
+        shard = Shard(cfg, config, rank)
+        total = 0.0
+        for name, piece in shard_plan(shard).items():
+            if piece is None:
+                continue
+            numel = math.prod(piece.shape(shapes[name]))
+            if dtype == "fp8" and name.endswith(_QUANTIZABLE) and ".mlp.gate." not in name:
+                total += numel * (1 + 4 / FP8_BLOCK ** 2)
+            else:
+                total += numel * sizes[dtype]
+        kv = 2 * cfg.num_hidden_layers * shard.kv_heads * cfg.head_dim * 1024 * sizes[dtype]
+        out.append({"weights": int(total), "kv_per_1k_tokens": kv})
+    return out
