@@ -173,3 +173,21 @@ def test_bad_layout_fails_before_any_process_starts(parity_dir, capsys):
 
     assert main(["conformance", str(parity_dir), "--tp", "3"]) != 0
     assert "num_attention_heads (4) is not a multiple of tp (3)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tp, ep, rank", [(2, 1, 1), (4, 4, 2), (4, 2, 3)])
+def test_load_sharded_reads_each_rank_piece(parity_dir, tp, ep, rank):
+    """One rank's shard loads without a process group (collectives run only in forwards) and holds exactly the
+    plan's pieces of the full checkpoint, in bfloat16 too (converted while reading)."""
+    from redraft.model.parallel_loading import load_sharded
+
+    full = load_model(parity_dir / "model", dtype=torch.float32).state_dict()
+    config = ParallelConfig(tp, ep)
+    plan = shard_plan(Shard(_parity_config(parity_dir), config, rank))
+    for dtype in (torch.float32, torch.bfloat16):
+        model = load_sharded(parity_dir / "model", config, rank, dtype=dtype)
+        state = model.state_dict()
+        assert set(state) == {k for k, p in plan.items() if p is not None}
+        for name, value in state.items():
+            assert torch.equal(value, plan[name].take(full[name]).to(dtype)), name
+        assert model.parallel.kv_heads == max(1, 2 // tp)

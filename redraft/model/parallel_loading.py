@@ -23,7 +23,7 @@ from .loading import SAFE_DTYPES, CheckpointError, _read_into, _shards, read_saf
 from .modeling import LLaDA2MoeModelLM
 from .parallel import ParallelConfig, Piece, Shard, shard_modules, shard_plan
 
-CHUNK_BYTES = 16 << 20  # rows read at a time for a column slice
+CHUNK_BYTES = 4 << 20  # rows read at a time for a column slice
 _DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _DTYPE_STR = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
