@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from redraft.model.parallel import ParallelConfig
-from redraft.model.parallel_launch import Rank, launch
+from redraft.model.parallel_launch import Rank, is_main_process, launch
 from redraft.model.parallel_loading import load_sharded, read_config
 
 from .config import DecodeConfig
@@ -50,8 +50,9 @@ def run_conformance_parallel(directory: str | Path, config: ParallelConfig, emit
     config.check(cfg)
     lines = launch(_conformance_rank, config, (str(root), config, tuple(kinds) if kinds else None), device,
                    oversubscribe)
-    for line in lines:
-        emit(line)
+    if is_main_process():  # under torchrun every rank returns; rank 0 reports
+        for line in lines:
+            emit(line)
     passed, failed = (int(w) for w in lines[-1].replace(",", "").split()[::2])
     return passed, failed
 

@@ -71,6 +71,11 @@ def _under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def is_main_process() -> bool:
+    """False on the ranks other than 0 of a torchrun launch (they compute, rank 0 reports)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
