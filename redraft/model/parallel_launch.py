@@ -8,11 +8,14 @@ collective timeout) and `launch` raise, instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import signal
 import socket
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +119,29 @@ def _worker(rank: int, fn: Callable, args: tuple, world: int, kind: str, port: i
         _finish()
 
 
+@contextlib.contextmanager
+def _signals_to_rank0(pid: int) -> Iterator[None]:
+    """While the ranks run: SIGTERM to this process goes to rank 0 (which shuts down in order and stops the others);
+    SIGINT is ignored here (a terminal's Ctrl-C reaches the ranks themselves)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum, frame) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    old_term = signal.signal(signal.SIGTERM, forward)
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+
 class ParallelRunError(RuntimeError):
     """A rank of a parallel run failed; the message carries the first error."""
 
@@ -142,8 +168,11 @@ def launch(fn: Callable[..., Any], config: ParallelConfig, args: tuple = (), dev
     results = ctx.SimpleQueue()
     threads = max(1, (os.cpu_count() or 1) // config.tp) if kind == "cpu" else torch.get_num_threads()
     try:
-        mp.start_processes(_worker, args=(fn, args, config.tp, kind, _free_port(), timeout_s, threads, results),
-                           nprocs=config.tp, join=True, start_method="spawn")
+        context = mp.start_processes(_worker, args=(fn, args, config.tp, kind, _free_port(), timeout_s, threads,
+                                                    results), nprocs=config.tp, join=False, start_method="spawn")
+        with _signals_to_rank0(context.processes[0].pid):
+            while not context.join():
+                pass
     except mp.ProcessRaisedException as e:
         first = results.get() if not results.empty() else None
         if first is not None and first[0] == "error":
