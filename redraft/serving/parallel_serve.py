@@ -85,6 +85,14 @@ def _exit_when_failed(engine_loop, poll_s: float = 0.5, grace_s: float = 1.0) ->
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+class _Terminated(Exception):
+    """SIGTERM after uvicorn's graceful shutdown."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def _serve_rank(rank: Rank, path: str, parallel: ParallelConfig, settings: ServerSettings, host: str, port: int,
                 log_level: str, threads: int | None) -> None:
     from redraft.model.tokenizer import load_tokenizer
@@ -113,8 +121,13 @@ def _serve_rank(rank: Rank, path: str, parallel: ParallelConfig, settings: Serve
     app = create_app(engine, dataclasses.replace(settings, model_name=name))
     threading.Thread(target=_exit_when_failed, args=(app.state.server.loop,), daemon=True,
                      name="redraft-parallel-watchdog").start()
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; end here instead, so the followers
+    # are told to stop and every rank exits cleanly
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         run_server(app, host=host, port=port, log_level=log_level, shutdown_timeout=settings.shutdown_timeout)
+    except _Terminated:
+        pass
     finally:
         try:
             engine.close()
