@@ -51,3 +51,39 @@ def test_tp2_server_answers_like_one_process(bundled):
         assert r.choices[0].message.content == want_chat.text
         process = server.process
     assert process.returncode == 0, server.log()[-3000:]
+
+
+def _rank_pids(parent: int) -> list[int]:
+    """The spawned ranks of a launcher process, in start order (rank 0 first)."""
+    from pathlib import Path
+
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == parent and "spawn_main" in cmd and "resource_tracker" not in cmd:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def test_a_dead_rank_fails_requests_and_the_server_exits(bundled):
+    import os
+    import signal
+    import time
+
+    with running_server(bundled, ["--tp", "2", "--model-name", "tiny", "--oversubscribe"]) as server:
+        client = openai.OpenAI(base_url=server.api_url, api_key="unused", max_retries=0, timeout=120)
+        assert client.completions.create(model="tiny", prompt="x = ", max_tokens=8).choices
+        ranks = _rank_pids(server.process.pid)
+        assert len(ranks) == 2, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        with pytest.raises(openai.APIError):
+            client.completions.create(model="tiny", prompt="y = ", max_tokens=8)
+        deadline = time.monotonic() + 60
+        while server.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert server.process.poll() is not None, "the server kept running after a rank died"
+        assert server.process.returncode != 0
