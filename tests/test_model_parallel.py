@@ -191,3 +191,27 @@ def test_load_sharded_reads_each_rank_piece(parity_dir, tp, ep, rank):
         for name, value in state.items():
             assert torch.equal(value, plan[name].take(full[name]).to(dtype)), name
         assert model.parallel.kv_heads == max(1, 2 // tp)
+
+
+@pytest.mark.slow
+def test_generate_parallel_equals_single_process(parity_dir):
+    """`generate_parallel` (the API under `redraft generate --tp`) on a batch of rows of different lengths, EP
+    layout: the same tokens, finish reasons and forward counts as one process."""
+    from redraft.decoding import generate
+    from redraft.decoding.conformance import config_from_official
+    from redraft.decoding.parallel_run import generate_parallel
+    from safetensors.torch import load_file
+
+    spec = json.loads((parity_dir / "cases.json").read_text())
+    tensors = load_file(str(parity_dir / "expected.safetensors"))
+    cases = [c for c in spec["cases"] if c["kind"] == "generate"][:4]
+    prompts = [tensors[c["prompt"]].flatten().tolist() for c in cases]
+    configs = [config_from_official(c["params"], spec["mask_id"]) for c in cases]
+    configs = [c for c in configs if c.block_length == configs[0].block_length]
+    prompts = prompts[:len(configs)]
+    model = load_model(parity_dir / "model", dtype=torch.float32)
+    want = generate(model, None, prompts, configs)
+    got = generate_parallel(parity_dir / "model", prompts, configs, ParallelConfig(2, 2), dtype=torch.float32,
+                            use_tokenizer=False)
+    assert [g.token_ids for g in got] == [w.token_ids for w in want]
+    assert [g.stats.forwards for g in got] == [w.stats.forwards for w in want]
