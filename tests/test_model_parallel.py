@@ -215,3 +215,15 @@ def test_generate_parallel_equals_single_process(parity_dir):
                             use_tokenizer=False)
     assert [g.token_ids for g in got] == [w.token_ids for w in want]
     assert [g.stats.forwards for g in got] == [w.stats.forwards for w in want]
+
+
+def test_one_rank_layout_needs_no_process_group_and_changes_nothing(parity_dir):
+    from redraft.model import BlockLayout
+    from redraft.model.parallel import apply_parallel
+
+    full = load_model(parity_dir / "model", dtype=torch.float32)
+    one = apply_parallel(load_model(parity_dir / "model", dtype=torch.float32), ParallelConfig(1))
+    ids = torch.arange(40)[None] % 300
+    with torch.inference_mode():
+        assert torch.equal(one(ids, None, BlockLayout(8)).logits, full(ids, None, BlockLayout(8)).logits)
+    assert one.parallel.kv_heads == full.config.num_key_value_heads

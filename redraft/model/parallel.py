@@ -215,19 +215,20 @@ def shard_plan(shard: Shard) -> dict[str, Piece | None]:
 class VocabParallelEmbedding(nn.Module):
     """Rows [vocab_start, vocab_start + num_embeddings) of the embedding; other ids give zeros, then all-reduce."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, vocab_start: int, group=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, vocab_start: int, group=None, reduce: bool = True):
         super().__init__()
         self.vocab_start = vocab_start
         self.num_embeddings = num_embeddings
         self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim))
         self.group = group
+        self.reduce = reduce  # False on a one-rank layout (nothing to sum, no process group needed)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         local = input_ids - self.vocab_start
         inside = (local >= 0) & (local < self.num_embeddings)
         out = F.embedding(local.clamp(0, self.num_embeddings - 1), self.weight)
         out = out.masked_fill(~inside[..., None], 0.0)
-        return all_reduce(out, self.group)
+        return all_reduce(out, self.group) if self.reduce else out
 
 
 class ShardedExpertBank(ExpertBank):
@@ -393,7 +394,8 @@ def shard_modules(model: nn.Module, shard: Shard, group=None) -> ParallelState:
     state = ParallelState(shard, group)
     hook = _reduce_output(group)
     old = model.model.word_embeddings
-    emb = VocabParallelEmbedding(shard.vocab[1] - shard.vocab[0], hidden, shard.vocab[0], group)
+    distributed = shard.config.tp > 1  # tp = 1: the same modules, no collectives
+    emb = VocabParallelEmbedding(shard.vocab[1] - shard.vocab[0], hidden, shard.vocab[0], group, distributed)
     emb.weight = _param(emb.weight.shape, old.weight)
     model.model.word_embeddings = emb
     _shard_linear(model.lm_head, shard.vocab[1] - shard.vocab[0], hidden)
@@ -402,7 +404,8 @@ def shard_modules(model: nn.Module, shard: Shard, group=None) -> ParallelState:
         att.num_heads, att.num_kv_heads = shard.heads, shard.kv_heads
         _shard_linear(att.query_key_value, (shard.heads + 2 * shard.kv_heads) * d, hidden)
         _shard_linear(att.dense, hidden, shard.heads * d, keep_bias=shard.rank == 0)
-        att.register_forward_hook(hook)
+        if distributed:
+            att.register_forward_hook(hook)
         mlp = layer.mlp
         if isinstance(mlp, MoE):
             old_bank = mlp.experts
@@ -418,7 +421,8 @@ def shard_modules(model: nn.Module, shard: Shard, group=None) -> ParallelState:
                 _shard_mlp(mlp.shared_experts, mlp.shared_experts.intermediate // shard.config.tp)
         else:
             _shard_mlp(mlp, mlp.intermediate // shard.config.tp)
-        mlp.register_forward_hook(hook)
+        if distributed:
+            mlp.register_forward_hook(hook)
     model.register_forward_hook(_gather_logits_hook(state))
     model.parallel = state
     return state
