@@ -87,6 +87,8 @@ def run_generate(args: argparse.Namespace) -> int:
 def parallel_from_args(args: argparse.Namespace):
     """ParallelConfig from --tp/--ep (None: one process). --ep without a value: ep = tp (whole experts per rank)."""
     if args.tp == 1 and args.ep == 1:
+        if args.device != "cpu" or args.oversubscribe:
+            raise ValueError("--device and --oversubscribe go with --tp N (N > 1); a single process runs on cpu")
         return None
     from redraft.model.parallel import ParallelConfig
 
