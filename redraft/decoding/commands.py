@@ -61,6 +61,11 @@ def run_generate(args: argparse.Namespace) -> int:
     if len(args.inputs) > 2:
         raise ValueError(f"generate takes [MODEL] PROMPT, got {len(args.inputs)} arguments")
     model_path, prompt = (None, args.inputs[0]) if len(args.inputs) == 1 else args.inputs
+    parallel = parallel_from_args(args)
+    if parallel is not None:
+        if args.quantization:
+            raise ValueError("--quantization with --tp is not supported yet (run FP8 on one device, or --tp in bf16)")
+        return _run_generate_parallel(args, model_path, prompt, parallel)
     model, tok = load(model_path, args.quantization)
     config = config_from_args(args, trajectory=bool(args.show or args.trace))
     ids = tok.apply_chat_template([{"role": "user", "content": prompt}]) if args.chat else tok.encode(prompt)
@@ -79,6 +84,42 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"trace written to {args.trace}", file=sys.stderr)
     print_stats(result)
     return 0
+
+
+def parallel_from_args(args: argparse.Namespace):
+    """ParallelConfig from --tp/--ep (None: one process). --ep without a value: ep = tp (whole experts per rank)."""
+    if args.tp == 1 and args.ep == 1:
+        if args.device != "cpu" or args.oversubscribe:
+            raise ValueError("--device and --oversubscribe go with --tp N (N > 1); a single process runs on cpu")
+        return None
+    from redraft.model.parallel import ParallelConfig
+
+    return ParallelConfig(tp=args.tp, ep=args.tp if args.ep == 0 else args.ep)
+
+
+def _run_generate_parallel(args: argparse.Namespace, model_path: str | None, prompt: str, parallel) -> int:
+    from redraft.model.tokenizer import load_tokenizer
+
+    from .parallel_run import stream_generate_parallel
+
+    if args.show or args.trace:
+        raise ValueError("--show and --trace are single-process views; drop them or use --tp 1")
+    root = resolve_model_dir(model_path)
+    tok = load_tokenizer(root)
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}]) if args.chat else tok.encode(prompt)
+    stream_generate_parallel(root, ids, config_from_args(args), parallel, device=args.device,
+                             oversubscribe=args.oversubscribe)
+    return 0
+
+
+def add_parallel_flags(p: argparse.ArgumentParser) -> None:
+    """--tp / --ep / --device / --oversubscribe (see docs/parallel.md)."""
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (spawned worker processes)")
+    p.add_argument("--ep", type=int, nargs="?", const=0, default=1, metavar="M",
+                   help="expert-parallel groups among the tp ranks (--ep alone: one per rank, whole experts)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="device of every rank with --tp (gloo on cpu, NCCL on cuda; rank r uses cuda:r)")
+    p.add_argument("--oversubscribe", action="store_true", help="allow more CPU ranks than cores (slow)")
 
 
 def stream_to_stdout(engine):
@@ -119,7 +160,15 @@ def run_chat(args: argparse.Namespace) -> int:
 def run_conformance(args: argparse.Namespace) -> int:
     from .conformance import run_conformance as run
 
-    _, failed = run(args.directory)
+    parallel = parallel_from_args(args)
+    kinds = tuple(args.kind) if args.kind else None
+    if parallel is None:
+        _, failed = run(args.directory, kinds=kinds)
+    else:
+        from .parallel_run import run_conformance_parallel
+
+        _, failed = run_conformance_parallel(args.directory, parallel, device=args.device,
+                                             oversubscribe=args.oversubscribe, kinds=kinds)
     return 1 if failed else 0
 
 
@@ -143,6 +192,7 @@ def register(sub) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--show", action="store_true", help="render decoding live (masks, fills, edits)")
     p.add_argument("--trace", metavar="FILE.html", help="write a self-contained HTML replay with a step slider")
+    add_parallel_flags(p)
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("chat", help="multi-turn chat with the chat template")
@@ -153,4 +203,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("conformance", help="check decoding against parity vectors (../shared/parity format)")
     p.add_argument("directory", help="directory with cases.json, expected.safetensors and model/")
+    p.add_argument("--kind", action="append", choices=["forward", "generate"],
+                   help="run only cases of this kind (repeatable; default: all)")
+    add_parallel_flags(p)
     p.set_defaults(func=run_conformance)

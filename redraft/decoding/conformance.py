@@ -102,8 +102,16 @@ def _forward_batch(model, seqs: list[torch.Tensor], block_length: int) -> list[t
     return [logits[i:i + 1, :s.shape[-1]] for i, s in enumerate(seqs)]
 
 
-def run_conformance(directory: str | Path, emit: Callable[[str], None] = print) -> tuple[int, int]:
-    """Run every case; emit one line per case and the closing `N passed, M failed`. Returns (passed, failed)."""
+def model_dir(root: Path, spec: dict) -> Path:
+    """The checkpoint directory a cases.json names (relative to its directory)."""
+    return root / spec.get("model_dir", "model")
+
+
+def run_conformance(directory: str | Path, emit: Callable[[str], None] = print, model=None,
+                    kinds: tuple[str, ...] | None = None) -> tuple[int, int]:
+    """Run every case; emit one line per case and the closing `N passed, M failed`. Returns (passed, failed).
+    model: the model to check (default: the directory's checkpoint loaded in float32; a tensor-parallel rank's model
+    from `redraft.decoding.parallel_run`). kinds: run only the cases of these kinds (None: all)."""
     from safetensors.torch import load_file
 
     root = Path(directory)
@@ -112,9 +120,10 @@ def run_conformance(directory: str | Path, emit: Callable[[str], None] = print) 
         raise FileNotFoundError(f"no cases.json in {root}")
     spec = json.loads(spec_file.read_text())
     tensors = load_file(str(root / spec.get("expected_file", "expected.safetensors")))
-    model = load_model(root / spec.get("model_dir", "model"), dtype=torch.float32)
+    if model is None:
+        model = load_model(model_dir(root, spec), dtype=torch.float32)
     mask_id = spec["mask_id"]
-    cases = spec["cases"]
+    cases = [c for c in spec["cases"] if kinds is None or c["kind"] in kinds]
     reports = {c["name"]: CaseReport(c["name"], c["kind"]) for c in cases}
 
     fwd_groups, gen_groups = defaultdict(list), defaultdict(list)

@@ -16,6 +16,7 @@ rows' whole prompt blocks are offered to the store. A prompt block's K/V depend 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from redraft.model.cuda_graphs import CUDAGraphRunner
 from .policy import decide
 from .row import Row
 from .sampling import top_tokens
+from .vocab_parallel import parallel_top_tokens
 
 
 @dataclass
@@ -116,11 +118,13 @@ class ModelRunner:
         # the editable window of each row: [B, E]; logits only there (not for commit copies or a joining prompt)
         e_steps = torch.arange(e_width, device=dev)
         idx = (copy_t[:, None] + e_steps[None]).clamp(max=width - 1)
-        if self.cuda_graphs and not prefill and cache is not None:
-            out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx)
-        else:
-            out = self.model(ids, positions, layout, cache=reused if prefill else cache, logits_index=idx,
-                             batch_invariant=self.batch_invariant)
+        parallel = getattr(self.model, "parallel", None)  # a tensor-parallel rank: logits stay vocab-sharded
+        with parallel.sharded_logits() if parallel is not None else contextlib.nullcontext():
+            if self.cuda_graphs and not prefill and cache is not None:
+                out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx)
+            else:
+                out = self.model(ids, positions, layout, cache=reused if prefill else cache, logits_index=idx,
+                                 batch_invariant=self.batch_invariant)
         logits = out.logits
         tokens = ids.gather(1, idx)
         e_pos = positions.gather(1, idx)
@@ -131,10 +135,12 @@ class ModelRunner:
         cfgs = [r.config for r in rows]
         forbid = None
         if any(c.forbid_mask_token for c in cfgs):
-            forbid = torch.zeros(len(rows), logits.shape[-1], dtype=torch.bool, device=dev)
+            forbid = torch.zeros(len(rows), self.model.config.vocab_size, dtype=torch.bool, device=dev)
             forbid[:, mask_id] = torch.tensor([c.forbid_mask_token for c in cfgs], device=dev)
-        top, prob = top_tokens(logits, [c.temperature for c in cfgs], [c.top_k for c in cfgs],
-                               [c.top_p for c in cfgs], [r.generator for r in rows], num_edit, forbid)
+        settings = ([c.temperature for c in cfgs], [c.top_k for c in cfgs], [c.top_p for c in cfgs],
+                    [r.generator for r in rows], num_edit, forbid)
+        top, prob = (top_tokens(logits, *settings) if parallel is None
+                     else parallel_top_tokens(parallel, logits, *settings))
         previous = None
         if any(r.previous is not None for r in rows):
             previous = torch.tensor([(r.previous[a:b] if r.previous is not None else [-1] * (b - a))

@@ -66,6 +66,14 @@ def _human(n: float, unit: str = "") -> str:
 def run_inspect(args: argparse.Namespace) -> int:
     if (args.path is None) == (args.shape is None):
         raise ValueError("inspect takes a checkpoint PATH or --shape NAME (one of them)")
+    if args.tp is not None or args.dtype is not None:
+        from .parallel import ParallelConfig
+        from .parallel_inspect import memory_report, print_memory_report
+
+        tp = args.tp or 1
+        print_memory_report(memory_report(args.path or args.shape, ParallelConfig(tp, tp if args.ep == 0 else args.ep),
+                                          args.dtype), args.json)
+        return 0
     info = inspect_checkpoint(args.path) if args.path else inspect_shape(args.shape)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -90,6 +98,12 @@ def register(sub) -> None:
     p.add_argument("--shape", choices=sorted(SHAPES), default=None,
                    help="a released model's shape instead of a checkpoint (sizes counted from its config)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tp", type=int, default=None,
+                   help="memory per rank under tensor parallelism over N ranks (from config.json; PATH may be one)")
+    p.add_argument("--ep", type=int, nargs="?", const=0, default=1, metavar="M",
+                   help="with --tp: expert-parallel groups (--ep alone: one per rank)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "fp8"], default=None,
+                   help="weight dtype for the memory table (fp8: estimate; default: the config's torch_dtype)")
     p.set_defaults(func=run_inspect)
     from .fp8.commands import register as register_quantize
 

@@ -56,7 +56,9 @@ class KVCache:
     def for_model(cls, model, batch_size: int, capacity: int = 256, max_rows: int | None = None) -> "KVCache":
         cfg = model.config
         p = next(model.parameters())
-        return cls(cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, cfg.head_dim,
+        parallel = getattr(model, "parallel", None)  # a tensor-parallel rank caches its own KV heads only
+        num_kv_heads = parallel.kv_heads if parallel is not None else cfg.num_key_value_heads
+        return cls(cfg.num_hidden_layers, batch_size, num_kv_heads, cfg.head_dim,
                    dtype=p.dtype, device=p.device, capacity=capacity, max_rows=max_rows)
 
     @property

@@ -40,6 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-invariant", choices=["auto", "on", "off"], default="auto",
                    help="a request's tokens never depend on the rest of the batch, bit for bit (auto: on CPU)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (spawned workers; see docs/parallel.md)")
+    p.add_argument("--ep", type=int, nargs="?", const=0, default=1, metavar="M",
+                   help="expert-parallel groups among the tp ranks (--ep alone: one per rank)")
+    p.add_argument("--oversubscribe", action="store_true", help="allow more CPU ranks than cores (slow)")
     p.set_defaults(func=serve)
 
 
@@ -67,6 +71,17 @@ def serve(args: argparse.Namespace) -> int:
                               prefix_cache_slots=args.prefix_cache_slots, device=args.device, dtype=args.dtype,
                               quantization=args.quantization,
                               batch_invariant={"auto": None, "on": True, "off": False}[args.batch_invariant])
+    if args.tp != 1 or args.ep != 1:
+        if args.quantization:
+            raise ValueError("--quantization with --tp is not supported yet (run FP8 on one device, or --tp in bf16)")
+        from redraft.model.parallel import ParallelConfig
+
+        from .parallel_serve import serve_parallel
+
+        parallel = ParallelConfig(args.tp, args.tp if args.ep == 0 else args.ep)
+        serve_parallel(str(model), parallel, settings, host=args.host, port=args.port, log_level=args.log_level,
+                       threads=args.threads, oversubscribe=args.oversubscribe)
+        return 0
     app = create_app(model, settings)
     run_server(app, host=args.host, port=args.port, log_level=args.log_level, shutdown_timeout=args.shutdown_timeout)
     return 0
