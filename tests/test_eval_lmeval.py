@@ -165,3 +165,13 @@ def test_cli_hands_over_to_lm_eval(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "redraft_sorting_mc" in proc.stdout and "acc" in proc.stdout
     assert list((tmp_path / "out").rglob("results_*.json"))
+
+
+def test_lm_eval_argv_adds_run_and_the_model():
+    from redraft.evaluation.lmeval_command import lm_eval_argv
+
+    assert lm_eval_argv(["--tasks", "x"]) == ["lm-eval", "run", "--model", "redraft", "--tasks", "x"]
+    assert lm_eval_argv(["run", "--model", "hf", "--tasks", "x"]) == ["lm-eval", "run", "--model", "hf", "--tasks",
+                                                                     "x"]
+    assert lm_eval_argv(["ls", "tasks"]) == ["lm-eval", "ls", "tasks"]
+    assert lm_eval_argv(["--help"]) == ["lm-eval", "run", "--help"]

@@ -109,6 +109,8 @@ class LMEvalModel(LM):
     def encode_context(self, text: str) -> list[int]:
         """Ids of a context: a chat prompt made by `apply_chat_template` (plus any text lm-eval appended) keeps its
         special tokens; anything else is plain text."""
+        if text in self._chat_ids:
+            return list(self._chat_ids[text])
         best = max((t for t in self._chat_ids if text.startswith(t)), key=len, default=None)
         if best is None:
             return self.tok.encode(text)
@@ -171,7 +173,7 @@ class LMEvalModel(LM):
         pairs = []
         for req in requests:
             context, continuation = req.args
-            ctx = self.encode_context(context) if context else [self.tok.eos_id]
+            ctx = self.encode_context(context) if context else [self.tok.eos_id]  # empty context: eos, as lm-eval
             pairs.append((ctx, self.tok.encode(continuation)))
         out = self.loglikelihood_tokens(pairs)
         for req, res in zip(requests, out):
@@ -192,14 +194,17 @@ class LMEvalModel(LM):
     def loglikelihood_tokens(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """(ELBO estimate of log p(continuation | context), is_greedy) per (context ids, continuation ids)."""
         cfg = self.elbo_config()
-        out: list[tuple[float, bool]] = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = [self._fit(c, y) for c, y in pairs[start:start + self.batch_size]]
-            batch = self._batch(chunk)
+        fitted = [self._fit(c, y) for c, y in pairs]
+        order = sorted(range(len(fitted)), key=lambda i: -sum(map(len, fitted[i])))  # similar lengths per batch
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(fitted)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            batch = self._batch([fitted[i] for i in rows])
             with torch.inference_mode():
                 logp = sequence_logp(block_terms(self.model, batch, cfg, self.tok.mask_id), normalizer(batch, cfg))
                 greedy = self._is_greedy(batch)
-            out.extend((float(lp), bool(g)) for lp, g in zip(logp.tolist(), greedy.tolist()))
+            for i, lp, g in zip(rows, logp.tolist(), greedy.tolist()):
+                out[i] = (float(lp), bool(g))
         return out
 
     def _fit(self, context: list[int], continuation: list[int]) -> tuple[list[int], list[int]]:
