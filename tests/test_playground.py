@@ -108,7 +108,8 @@ def _run_in_page(browser, url: str, prompt: str, chat: bool, max_tokens: int, mo
         "const c = document.querySelector('.rd-canvas'), s = document.querySelector('.rd-slider');"
         "return {answer: document.getElementById('answer').textContent, status: "
         "document.getElementById('status').textContent, error: document.getElementById('error').textContent,"
-        "forwards: +document.getElementById('c-forwards').textContent, edits: "
+        "forwards: +document.getElementById('c-forwards').textContent, tpf: "
+        "+document.getElementById('c-tpf').textContent, edits: "
         "+document.getElementById('c-edits').textContent, steps: +s.max, k: +s.value, scroll: c.scrollWidth,"
         "client: c.clientWidth, canvas: c.textContent, pwned: window.pwned === undefined ? null : window.pwned,"
         "injected: document.querySelectorAll('#view script, #view img, #answer *').length}")
@@ -122,6 +123,7 @@ def test_playground_runs_a_prompt_like_the_api(browser, server, tmp_path):  # no
     assert page["error"] == "" and page["status"].startswith("finished")
     assert page["answer"] == api["choices"][0]["message"]["content"]
     assert page["forwards"] == api["usage"]["forwards"]
+    assert page["tpf"] == pytest.approx(api["usage"]["tpf"], abs=0.006)
     assert page["steps"] >= page["forwards"] > 0 and page["k"] == page["steps"]
     assert page["scroll"] <= page["client"]
     browser.save_screenshot(str(tmp_path / "playground.png"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from redraft.decoding import DecodeConfig, generate
+from redraft.decoding import DecodeConfig, Trajectory, TrajectoryStep, generate
 from redraft.decoding.testing import TINY_MASK_ID, tiny_model
 from redraft.decoding.trace import trace_html
 
@@ -31,7 +31,7 @@ def _canvas(browser):  # noqa: F811
 
 
 def test_trace_page_fixes(browser, tmp_path):  # noqa: F811
-    res = generate(tiny_model(), None, [[1, 2, 3]], CFG.replace(max_new_tokens=400))[0]
+    res = generate(tiny_model(), None, [[1, 2, 3]], CFG.replace(max_new_tokens=48))[0]
     traj = res.trajectory
     end = traj.prompt_len + 5  # pretend the answer ended early: the tail must collapse
     page = trace_html(traj, lambda t: f"<b>t{t}</b>", end=end)
@@ -56,15 +56,14 @@ def test_trace_page_fixes(browser, tmp_path):  # noqa: F811
 
 def test_a_long_run_of_masks_wraps(browser, tmp_path):  # noqa: F811
     """Regression: 256 masks in one block used to be one unbreakable line with a horizontal scrollbar."""
-    res = generate(tiny_model(), None, [[1, 2, 3]], CFG.replace(block_length=256, max_new_tokens=256,
-                                                                 tau_mask=1.0))[0]
-    _open(browser, tmp_path, trace_html(res.trajectory, str))
+    canvas = [1, 2, 3] + [TINY_MASK_ID] * 253
+    traj = Trajectory(3, 256, TINY_MASK_ID, canvas, [TrajectoryStep(0, True, [(3, 7)], [], 0)])
+    _open(browser, tmp_path, trace_html(traj, str))
     browser.execute_script("const v = document.querySelector('.rd-slider'); v.value = 0;"
                            "v.dispatchEvent(new Event('input'));")
     c = _canvas(browser)
-    assert c["k"] == 0 and c["text"].count("\u2591") > 200
+    assert c["k"] == 0 and c["text"].count("\u2591") == 253
     assert c["scroll"] <= c["client"]
-    browser.save_screenshot(str(tmp_path / "masks.png"))
 
 
 if __name__ == "__main__":

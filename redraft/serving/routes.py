@@ -68,7 +68,8 @@ async def _respond(request: Request, state: ServerState, body: CompletionRequest
     gen.submit()
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        trajectory = TrajectoryEncoder(state.tokenizer, state.limits.mask_id) if body.trajectory else None
+        trajectory = TrajectoryEncoder(state.tokenizer, state.limits.mask_id, job.configs[0].eos_ids) \
+            if body.trajectory else None
         return StreamingResponse(_stream(gen, env, make_chunk, make_opening, include_usage, trajectory),
                                  media_type="text/event-stream", headers=_SSE_HEADERS)
     try:

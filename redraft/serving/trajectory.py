@@ -6,7 +6,7 @@ each row took since the last call (`TrajectoryDelta`, sent to the request before
 Request side: `TrajectoryEncoder` turns deltas into JSON events with the text of every token id seen for the first
 time. Wire format (one SSE event each, `event: redraft.trajectory`; `index` is the choice index):
 
-    {"index", "type": "start", "prompt_len", "block_length", "mask_id", "canvas", "vocab"}   first, once
+    {"index", "type": "start", "prompt_len", "block_length", "mask_id", "canvas", "eos_ids", "vocab"}   first, once
     {"index", "type": "steps", "steps": [{block, forward, filled, edited, final_blocks}], "vocab"}
     {"index", "type": "end", "end", "finish_reason", "stats"}         after the choice finished (end: answer's end)
 
@@ -65,9 +65,10 @@ class TrajectoryFeed:
 class TrajectoryEncoder:
     """One request's JSON events; token texts are sent once per request (token_text: id -> str)."""
 
-    def __init__(self, tokenizer, mask_id: int) -> None:
+    def __init__(self, tokenizer, mask_id: int, eos_ids: list[int] | tuple[int, ...] = ()) -> None:
         self._tokenizer = tokenizer
         self.mask_id = mask_id
+        self.eos_ids = [int(i) for i in eos_ids]
         self._known: set[int] = set()
 
     def _vocab(self, ids: set[int]) -> dict[str, str]:
@@ -81,6 +82,7 @@ class TrajectoryEncoder:
             h = delta.header
             events.append({"index": index, "type": "start", "prompt_len": h.prompt_len,
                            "block_length": h.block_length, "mask_id": h.mask_id, "canvas": list(h.canvas),
+                           "eos_ids": self.eos_ids,
                            "vocab": self._vocab(set(h.canvas))})
         if delta.steps:
             ids = set().union(*(step_ids(s) for s in delta.steps))

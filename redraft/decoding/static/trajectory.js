@@ -2,7 +2,8 @@
  *
  * Data (JSON, see redraft.decoding.trace.trajectory_data):
  *   {prompt_len, block_length, mask_id, canvas: [id...], vocab: {id: text}, end: int|null,
- *    steps: [{block, forward, filled: [[pos, tok]...], edited: [[pos, old, new]...], final_blocks}]}
+ *    steps: [{block, forward, filled: [[pos, tok]...], edited: [[pos, old, new]...], final_blocks}],
+ *    eos_ids: [id...] (optional: live token counts stop after the first one, like the engine's output)}
  * `end` is the answer's end (absolute canvas position, exclusive) once known: positions after the block holding it
  * collapse into one line. While it is unknown (live), only the blocks decoded so far and the current one show.
  *
@@ -32,7 +33,8 @@
       this.opts = Object.assign({live: false, onStep: null}, opts || {});
       this.data = {prompt_len: data.prompt_len, block_length: data.block_length, mask_id: data.mask_id,
                    canvas: data.canvas.slice(), vocab: Object.assign({}, data.vocab || {}),
-                   end: data.end === undefined ? null : data.end, steps: []};
+                   end: data.end === undefined ? null : data.end, steps: [],
+                   eos: new Set(data.eos_ids || [])};
       this.k = 0;
       this.follow = true;  // live: keep showing the newest step while the slider sits at the end
       root.classList.add("rd-view");
@@ -100,7 +102,11 @@
       }
       const cur = this.canvasAt(k), d = this.data;
       const stop = d.end === null ? cur.length : Math.min(d.end, cur.length);
-      for (let p = d.prompt_len; p < stop; p++) if (cur[p] !== d.mask_id) t.tokens += 1;
+      for (let p = d.prompt_len; p < stop; p++) {
+        if (cur[p] === d.mask_id) continue;
+        t.tokens += 1;
+        if (d.eos.has(cur[p])) break;
+      }
       return t;
     }
 
