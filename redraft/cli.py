@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "redraft.training.commands",      # train
     "redraft.rl.commands",            # rl
     "redraft.evaluation.commands",    # eval, bench
+    "redraft.evaluation.lmeval_command",  # lm-eval (lm-evaluation-harness)
     "redraft.model.commands",         # inspect
 )
 

@@ -80,7 +80,8 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.trace:
         from .trace import write_trace
 
-        write_trace(args.trace, result.trajectory, tok, title=prompt)
+        write_trace(args.trace, result.trajectory, tok, title=prompt,
+                    end=result.trajectory.prompt_len + len(result.token_ids))
         print(f"trace written to {args.trace}", file=sys.stderr)
     print_stats(result)
     return 0

@@ -20,6 +20,7 @@ from .loop import EngineLoop, Failure, NotAccepting, QueueFull, Sink, Submission
 from .metrics import ServingMetrics
 from .params import Job
 from .responses import finish_reason
+from .trajectory import TrajectoryDelta
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -56,9 +57,10 @@ class Generation:
         except NotAccepting as e:
             raise APIError(503, str(e), code="unavailable") from None
 
-    async def events(self) -> AsyncIterator[tuple[int, StepEvent]]:
-        """(choice index, event) until every choice finished. Raises ClientGone, or APIError for a failed choice
-        (503 when the server cancelled it while shutting down)."""
+    async def events(self) -> AsyncIterator[tuple[int, StepEvent | TrajectoryDelta]]:
+        """(choice index, event) until every choice finished (TrajectoryDelta items only for requests that asked
+        for trajectory events). Raises ClientGone, or APIError for a failed choice (503 when the server cancelled
+        it while shutting down)."""
         assert self._sink is not None, "submit() first"
         watcher = asyncio.ensure_future(self._wait_disconnect())
         try:
@@ -73,6 +75,9 @@ class Generation:
                 if isinstance(item, Failure):
                     self._open.discard(item.request_id)
                     raise APIError(item.status, item.message, code="engine_error" if item.status >= 500 else None)
+                if isinstance(item, TrajectoryDelta):
+                    yield index, item
+                    continue
                 if item.text and not self._first_text:
                     self._first_text = True
                     self.metrics.ttft.observe(time.perf_counter() - self.started)

@@ -20,6 +20,7 @@ import torch
 from redraft.decoding import DecodeConfig, StepEvent
 
 from .metrics import ServingMetrics
+from .trajectory import TrajectoryDelta, TrajectoryFeed
 
 log = logging.getLogger("redraft.serving")
 
@@ -46,9 +47,9 @@ class Sink:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
         self._loop = loop or asyncio.get_running_loop()
-        self.queue: asyncio.Queue[StepEvent | Failure] = asyncio.Queue()
+        self.queue: asyncio.Queue[StepEvent | Failure | TrajectoryDelta] = asyncio.Queue()
 
-    def put(self, item: StepEvent | Failure) -> None:
+    def put(self, item: StepEvent | Failure | TrajectoryDelta) -> None:
         try:
             self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
@@ -82,6 +83,7 @@ class EngineLoop:
         self._stopping = False
         self._active: dict[str, Submission] = {}  # loop thread only
         self._prefix_seen: dict[str, int] = {}  # loop thread only: prefix-cache counters already exported
+        self._trajectories = TrajectoryFeed()  # loop thread only: rows that stream per-step trajectory events
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------ HTTP side
@@ -180,18 +182,25 @@ class EngineLoop:
             s.sink.put(Failure(s.request_id, 400, str(e)))
             return
         self._active[s.request_id] = s
+        if s.config.trajectory:
+            self._trajectories.watch(s.request_id, self.engine.rows[s.request_id].trajectory)
 
     def _step(self) -> None:
         start = time.perf_counter()
         events = self.engine.step()
         self.metrics.step_time.observe(time.perf_counter() - start)
         self.metrics.steps.inc()
+        for delta in self._trajectories.collect():  # before the step's text events: a finish comes last
+            s = self._active.get(delta.request_id)
+            if s is not None:
+                s.sink.put(delta)
         for e in events:
             s = self._active.get(e.request_id)
             if s is None:
                 continue
             if e.finished:
                 del self._active[e.request_id]
+                self._trajectories.forget(e.request_id)
                 self._done(e.request_id)
                 if e.result is not None and e.result.finish_reason == "cancelled":
                     self.metrics.cancelled.inc()
@@ -227,6 +236,7 @@ class EngineLoop:
             self._accepting = False
             pending = list(self._active.values()) + self._inbox
             self._active, self._inbox = {}, []
+            self._trajectories = TrajectoryFeed()
             self._num_in_flight = 0
             self._cond.notify_all()
         for s in pending:

@@ -17,7 +17,7 @@ from .errors import APIError, invalid
 from .schemas import MAX_SEED, ChatCompletionRequest, CompletionRequest, DecodingFields
 
 _EXTENSIONS = ("tau_mask", "tau_edit", "block_length", "max_post_steps", "mbe_blocks", "top_k", "editing",
-               "temperature", "top_p")
+               "temperature", "top_p", "trajectory")
 _FIELD_OF = {"max_new_tokens": "max_tokens"}  # DecodeConfig field -> request field
 
 
@@ -81,6 +81,8 @@ def check_supported(req: DecodingFields) -> None:
         raise invalid("logit_bias", "logit_bias is not supported", "unsupported_parameter")
     if req.stream_options is not None and not req.stream:
         raise invalid("stream_options", "stream_options is only allowed with stream: true")
+    if req.trajectory and not req.stream:
+        raise invalid("trajectory", "trajectory (per-step events) is only allowed with stream: true")
     if isinstance(req, CompletionRequest):
         if req.echo:
             raise invalid("echo", "echo is not supported", "unsupported_parameter")

@@ -17,6 +17,7 @@ from .responses import (Envelope, chat_body, chat_chunk, completion_body, comple
                         sse, usage_chunk)
 from .schemas import ChatCompletionRequest, CompletionRequest
 from .state import ServerState
+from .trajectory import TrajectoryDelta, TrajectoryEncoder, sse_event
 
 router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -67,7 +68,9 @@ async def _respond(request: Request, state: ServerState, body: CompletionRequest
     gen.submit()
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(_stream(gen, env, make_chunk, make_opening, include_usage),
+        trajectory = TrajectoryEncoder(state.tokenizer, state.limits.mask_id, job.configs[0].eos_ids) \
+            if body.trajectory else None
+        return StreamingResponse(_stream(gen, env, make_chunk, make_opening, include_usage, trajectory),
                                  media_type="text/event-stream", headers=_SSE_HEADERS)
     try:
         results = await gen.collect()
@@ -77,18 +80,25 @@ async def _respond(request: Request, state: ServerState, body: CompletionRequest
 
 
 async def _stream(gen: Generation, env: Envelope, make_chunk: Callable, make_opening: Callable | None,
-                  include_usage: bool) -> AsyncIterator[bytes]:
+                  include_usage: bool, trajectory: TrajectoryEncoder | None = None) -> AsyncIterator[bytes]:
     """SSE: (chat) an opening chunk per choice, then each choice's text as its blocks become final, a closing chunk
-    with its finish_reason, (optionally) a usage chunk, and `data: [DONE]`. A failure mid-stream is an error event."""
+    with its finish_reason, (optionally) a usage chunk, and `data: [DONE]`. A failure mid-stream is an error event.
+    With `trajectory` (the request's opt-in), `redraft.trajectory` events interleave (see `trajectory`)."""
     try:
         if make_opening is not None:
             for i in range(len(gen.ids)):
                 yield sse(make_opening(i))
         async for index, event in gen.events():
+            if isinstance(event, TrajectoryDelta):
+                for data in trajectory.encode(index, event):
+                    yield sse_event(data)
+                continue
             if event.text:
                 yield sse(make_chunk(index, event.text, None))
             if event.finished:
                 yield sse(make_chunk(index, "", finish_reason(event.result)))
+                if trajectory is not None:
+                    yield sse_event(trajectory.end(index, event.result, finish_reason(event.result)))
         if include_usage:
             yield sse(usage_chunk(env, gen.job.prompt_tokens, gen.results))
     except ClientGone:

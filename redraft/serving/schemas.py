@@ -68,6 +68,8 @@ class DecodingFields(Strict):
     mbe_blocks: Annotated[int | None, Field(ge=0, le=MAX_MBE_BLOCKS)] = None
     top_k: Annotated[int | None, Field(ge=0, le=1_000_000)] = None
     editing: bool | None = None
+    # redraft streaming extension: per-step `redraft.trajectory` SSE events (needs stream: true; off by default)
+    trajectory: bool | None = None
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
