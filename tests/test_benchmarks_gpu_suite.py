@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -21,7 +23,7 @@ def _suite():
 def test_gpu_suite_runs_on_cpu_at_the_tiny_shape(tmp_path):
     suite = _suite()
     rc = suite.main(["--shape", "tiny", "--device", "cpu", "--batch", "1,2", "--prompt", "32", "--steps", "3",
-                     "--warmup", "1", "--forward-iters", "1", "--no-exactness", "--out", str(tmp_path)])
+                     "--warmup", "1", "--forward-iters", "1", "--out", str(tmp_path)])
     assert rc == 0
     result = json.loads((tmp_path / "gpu_suite_cpu_tiny.json").read_text())
     assert [r["batch"] for r in result["rows"]] == [1, 2]
@@ -37,10 +39,18 @@ def test_gpu_suite_runs_on_cpu_at_the_tiny_shape(tmp_path):
 
 
 def test_gpu_suite_refuses_cuda_without_a_device(monkeypatch):
-    import pytest
     import torch
 
     suite = _suite()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA device"):
         suite.main(["--device", "cuda"])
+
+
+@pytest.mark.slow
+def test_gpu_suite_exactness_section_on_cpu(parity_dir, monkeypatch):
+    """(g) on the device the suite runs on (CPU here): engine tokens == no-cache tokens == official, per case."""
+    suite = _suite()
+    monkeypatch.setattr(suite, "PARITY", parity_dir)
+    result = suite.exactness("cpu")
+    assert len(result["cases"]) == 13 and result["all_equal"] and result["all_official"]

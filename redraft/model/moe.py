@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
-from .invariant import RowTiles, needs_grad, dense_tile, tiled_linear, tiled_swiglu
+from .invariant import RowTiles, dense_tile, needs_grad, tiled_linear, tiled_swiglu
 from .layers import MLP
 
 _PROJ = ("gate_proj", "up_proj", "down_proj")
@@ -52,9 +52,10 @@ class ExpertBank(nn.Module):
     """E SwiGLU experts stored stacked, gate and up fused: `gate_up_proj` [E, 2I, H] (gate rows first), `down_proj`
     [E, H, I]. Saved and loaded under the official per-expert names `{e}.{gate,up,down}_proj.weight` (views)."""
 
-    def __init__(self, num_experts: int, hidden: int, intermediate: int):
+    def __init__(self, num_experts: int, hidden: int, intermediate: int, top_k: int = 1):
         super().__init__()
         self.num_experts = num_experts
+        self.top_k = top_k  # experts per token: rows per expert <= rows / top_k (sizes the padded path)
         self.intermediate = intermediate
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate, hidden))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
@@ -100,11 +101,8 @@ class ExpertBank(nn.Module):
             return self.use_grouped_mm
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
 
-    def forward(self, x_sorted: Tensor, counts: Tensor, tile: int | None = None,
-                capacity: int | None = None) -> Tensor:
+    def forward(self, x_sorted: Tensor, counts: Tensor, tile: int | None = None) -> Tensor:
         """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H].
-
-        capacity: the most rows one expert can hold (the number of tokens; sizes the padded path).
 
         Paths: grouped matmul (CUDA, bf16, Hopper+; two grouped GEMMs: gate+up, down); on other CUDA setups padded
         batched matmul (no host sync; E/k times the work) while a CUDA graph is being captured or when its buffers
@@ -116,6 +114,7 @@ class ExpertBank(nn.Module):
             offs = counts.cumsum(0).to(torch.int32)
             gate, up = torch._grouped_mm(x_sorted, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, dim=-1)
             return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
+        capacity = x_sorted.shape[0] // self.top_k  # tokens: a token picks an expert at most once
         if tile is None and x_sorted.is_cuda and (torch.cuda.is_current_stream_capturing()
                                                   or self._padded_fits(x_sorted, capacity)):
             return self._padded(x_sorted, counts, capacity)
@@ -134,14 +133,14 @@ class ExpertBank(nn.Module):
         """The batch-invariant path without autograd: every expert's rows padded to whole tiles in one buffer, one
         fixed-shape GEMM per tile and projection (`tiled_swiglu`'s calls, so the same bits), and the activation
         once over all tiles (elementwise: the same bits as tile by tile)."""
-        m, hidden = x_sorted.shape
-        dest, tiles, start, padded = [], [], 0, 0
+        hidden = x_sorted.shape[1]
+        dest, tiles, padded = [], [], 0  # each sorted row's slot in the padded buffer; (expert, first row) per tile
         for e, n in enumerate(counts):
             if n:
                 dest.extend(range(padded, padded + n))
                 num = -(-n // tile)
                 tiles.extend((e, padded + j * tile) for j in range(num))
-                start, padded = start + n, padded + num * tile
+                padded += num * tile
         dest_t = torch.tensor(dest, dtype=torch.long, device=x_sorted.device)
         buf = x_sorted.new_zeros(padded, hidden)
         buf[dest_t] = x_sorted
@@ -155,11 +154,10 @@ class ExpertBank(nn.Module):
             torch.mm(act[s:s + tile], self.down_proj[e].t(), out=out[s:s + tile])
         return out[dest_t]
 
-    def _padded_fits(self, x_sorted: Tensor, capacity: int | None) -> bool:
+    def _padded_fits(self, x_sorted: Tensor, capacity: int) -> bool:
         """Whether the padded path's buffers stay small (<= 2^26 elements): then it also serves eager CUDA
         forwards (no host sync); larger models without grouped matmul take the expert loop."""
-        rows = capacity if capacity is not None else x_sorted.shape[0]
-        return self.num_experts * rows * 2 * max(self.intermediate, x_sorted.shape[1]) <= 1 << 26
+        return self.num_experts * capacity * 2 * max(self.intermediate, x_sorted.shape[1]) <= 1 << 26
 
     def _padded(self, x_sorted: Tensor, counts: Tensor, capacity: int | None = None) -> Tensor:
         """No host sync: every expert gets a `capacity`-row slot (default all rows; a token picks an expert at most
@@ -183,7 +181,8 @@ class MoE(nn.Module):
         self.top_k = cfg.num_experts_per_tok
         self.num_experts = cfg.num_experts
         self.gate = Router(cfg)
-        self.experts = ExpertBank(cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        self.experts = ExpertBank(cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size,
+                                  cfg.num_experts_per_tok)
         self.shared_experts = (MLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.num_shared_experts)
                                if cfg.num_shared_experts else None)
 
@@ -197,8 +196,7 @@ class MoE(nn.Module):
         flat_idx = idx.view(-1)
         counts = torch.zeros(self.num_experts, dtype=torch.long, device=x.device).scatter_add_(
             0, flat_idx, torch.ones_like(flat_idx))
-        out_sorted = self.experts(flat[order // self.top_k], counts, tiles.expert if tiles is not None else None,
-                                  capacity=flat.shape[0])
+        out_sorted = self.experts(flat[order // self.top_k], counts, tiles.expert if tiles is not None else None)
         per_slot = torch.empty_like(out_sorted)
         per_slot[order] = out_sorted
         y = (per_slot.view(-1, self.top_k, shape[-1]).float() * weight[..., None]).sum(1).to(x.dtype)
