@@ -12,7 +12,13 @@ GPU (`--gpu`): random weights of the LLaDA2.1-mini shape built on the device (bf
 block over a 1024-token cache through the engine (CUDA graphs on/off) and batch-1 / batch-16 tokens/s.
 Ratios are measured side by side in one run; the load average is recorded with the numbers.
 
+CPU ms per forward (`--forward`): the bundled model (redraft/assets/tiny, bf16) and the 22.9M model above, batch 1
+and 8, 1 and 2 threads: one decode-window forward (32-token block over a 64-token cache) and one engine step
+(`generate` wall time / forwards, greedy Q Mode, batch invariant). `--baseline DIR` measures an older checkout (e.g.
+`git archive COMMIT redraft | tar -x -C DIR`) side by side, alternating, and checks that the tokens are identical.
+
     python benchmarks/decode_speed.py [--quick] [--json FILE] [--gpu]
+    python benchmarks/decode_speed.py --forward [--baseline DIR] [--threads 1,2] [--repeat 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -184,6 +190,118 @@ def gpu_bench(args) -> dict:
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
+# ---------------------------------------------------------------------------------------------- ms per forward
+FORWARD_PROMPTS = ("def fibonacci(n):", "The capital of France is", "import numpy as np\n", "reverse: a b c d")
+
+
+def forward_worker(args) -> dict:
+    """ms per model forward and per engine step (`generate` wall time / forwards) for the bundled model and the
+    22.9M benchmark model, batch 1 and `--forward-batch`, under this process's `redraft` (before/after runs import
+    different checkouts). Greedy Q Mode, batch invariance on (the CPU default), so the token ids must not change."""
+    import hashlib
+
+    from redraft.decoding.commands import load
+    from redraft.model import BlockLayout, KVCache
+
+    torch.set_num_threads(args.threads)
+    bundled, tok = load(None)
+    bench = random_model(LLaDA2MoeConfig(**CPU_SHAPE), seed=0, head_std=args.head_std)
+    out = {}
+    for name, model in (("bundled", bundled), ("bench_22.9M", bench)):
+        vocab = model.config.vocab_size
+        mask_id = tok.mask_id if model is bundled else vocab - 1
+        eos = () if model is not bundled else None
+        for batch in (1, args.forward_batch):
+            # (1) the model alone: a decode window (one 32-token block over a 64-token cache), logits for the block
+            L, cached = 32, 64
+            g = torch.Generator().manual_seed(0)
+            cache = KVCache.for_model(model, batch)
+            with torch.inference_mode():
+                ids = torch.randint(0, vocab - 1, (batch, cached), generator=g)
+                cache.commit(model(ids, None, BlockLayout(L), cache=cache).new_kv, [cached] * batch)
+                window = torch.randint(0, vocab - 1, (batch, L), generator=g)
+                pos = cache.lengths[:, None] + torch.arange(L)[None]
+                layout = BlockLayout(L, key_limit=torch.full((batch, L), cached + L),
+                                     valid=torch.ones(batch, L, dtype=torch.bool))
+                index = torch.arange(L)[None].expand(batch, L)
+                times = []
+                for i in range(args.forward_iters + 3):
+                    t = time.perf_counter()
+                    model(window, pos, layout, cache=cache, logits_index=index)
+                    if i >= 3:
+                        times.append(time.perf_counter() - t)
+            forward_ms = 1000 * sorted(times)[len(times) // 2]
+            # (2) the whole engine step in `generate` (forward + policy + commit + bookkeeping), same prompts
+            if model is bundled:
+                prompts = [tok.encode(FORWARD_PROMPTS[i % len(FORWARD_PROMPTS)]) for i in range(batch)]
+                cfg = preset("quality", max_new_tokens=args.forward_new)
+            else:
+                prompts = prompts_for(batch, 32, vocab, mask_id)
+                cfg = preset("quality", max_new_tokens=args.forward_new, mask_id=mask_id, eos_ids=eos)
+            res, secs = timed(lambda: generate(model, tok if model is bundled else None, prompts, cfg))
+            forwards = sum(r.stats.forwards for r in res) if batch == 1 else max(r.stats.forwards for r in res)
+            digest = hashlib.sha256(json.dumps([r.token_ids for r in res]).encode()).hexdigest()[:16]
+            out[f"{name}_b{batch}"] = dict(forward_ms=forward_ms, step_ms=1000 * secs / forwards, forwards=forwards,
+                                           tokens_sha=digest)
+    return out
+
+
+def forward_bench(args) -> dict:
+    """Run `forward_worker` for this checkout and (with --baseline) an older one, in fresh subprocesses,
+    alternating `--repeat` times; medians kept, every run in the JSON."""
+    import subprocess
+
+    def worker(pythonpath: str, threads: int) -> dict:
+        env = dict(os.environ, PYTHONPATH=pythonpath)
+        cmd = [sys.executable, __file__, "--forward-worker", "--threads", str(threads),
+               "--forward-batch", str(args.forward_batch), "--forward-iters", str(args.forward_iters),
+               "--forward-new", str(args.forward_new), "--head-std", str(args.head_std)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    here = str(Path(__file__).resolve().parent.parent)
+    sides = {"after": here} | ({"before": str(Path(args.baseline).resolve())} if args.baseline else {})
+    runs: dict[str, dict[int, list[dict]]] = {s: {} for s in sides}
+    loads = []
+    for _ in range(args.repeat):
+        for threads in args.threads_list:
+            for side, path in sides.items():
+                loads.append(load_average())
+                runs[side].setdefault(threads, []).append(worker(path, threads))
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    rows = {}
+    for side, by_threads in runs.items():
+        for threads, reps in by_threads.items():
+            for key in reps[0]:
+                rows[f"{side}_{key}_t{threads}"] = dict(
+                    forward_ms=median([r[key]["forward_ms"] for r in reps]),
+                    step_ms=median([r[key]["step_ms"] for r in reps]), forwards=reps[0][key]["forwards"],
+                    tokens_sha=reps[0][key]["tokens_sha"])
+    result = {"mode": "cpu-forward", "repeat": args.repeat, "threads": args.threads_list, "sides": sides,
+              "load_averages": loads, "rows": rows, "runs": runs}
+    if "before" in sides:
+        result["identical_tokens_before_after"] = all(
+            rows[k]["tokens_sha"] == rows[k.replace("after_", "before_", 1)]["tokens_sha"]
+            for k in rows if k.startswith("after_"))
+        result["speedup"] = {k[len("after_"):]: dict(
+            forward=rows[k.replace("after_", "before_", 1)]["forward_ms"] / rows[k]["forward_ms"],
+            step=rows[k.replace("after_", "before_", 1)]["step_ms"] / rows[k]["step_ms"])
+            for k in rows if k.startswith("after_")}
+    return result
+
+
+def print_forward_table(result: dict) -> None:
+    print(f"ms per forward / per engine step (CPU, medians of {result['repeat']}; load averages "
+          f"{min(result['load_averages']):.1f}-{max(result['load_averages']):.1f})")
+    print(f"{'run':40s} {'forward ms':>10s} {'step ms':>9s} {'forwards':>8s}  tokens")
+    for name, r in result["rows"].items():
+        print(f"{name:40s} {r['forward_ms']:10.2f} {r['step_ms']:9.2f} {r['forwards']:8d}  {r['tokens_sha']}")
+    for name, s in result.get("speedup", {}).items():
+        print(f"speed-up {name}: forward {s['forward']:.2f}x, step {s['step']:.2f}x")
+    if "identical_tokens_before_after" in result:
+        print(f"identical tokens before/after: {result['identical_tokens_before_after']}")
+
+
 def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -212,7 +330,27 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5, help="(a) is timed this many times, alternating; medians kept")
     ap.add_argument("--head-std", type=float, default=1.0, help="LM-head init scale (spreads confidences)")
     ap.add_argument("--json", default=None, help="write the numbers to this file")
+    ap.add_argument("--forward", action="store_true",
+                    help="ms per forward and per engine step, bundled + 22.9M model, batch 1 and 8 (see forward_bench)")
+    ap.add_argument("--baseline", default=None,
+                    help="with --forward: a checkout (its root, holding redraft/) measured side by side as 'before'")
+    ap.add_argument("--threads", default="1,2", help="with --forward: torch thread counts, comma-separated")
+    ap.add_argument("--forward-batch", type=int, default=8)
+    ap.add_argument("--forward-iters", type=int, default=30, help="with --forward: timed forwards per setting")
+    ap.add_argument("--forward-new", type=int, default=64, help="with --forward: new tokens per engine run")
+    ap.add_argument("--forward-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.forward_worker:
+        args.threads = int(args.threads)
+        print(json.dumps(forward_worker(args)))
+        return 0
+    if args.forward:
+        args.threads_list = [int(t) for t in args.threads.split(",")]
+        result = forward_bench(args)
+        print_forward_table(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     if args.gpu:
         result = gpu_bench(args)
     else:

@@ -134,3 +134,22 @@ def test_greedy_top_matches_softmax():
     sm = wide.double().softmax(-1)
     assert torch.equal(tok, sm.argmax(-1))
     torch.testing.assert_close(p.double(), sm.max(-1).values, rtol=1e-6, atol=0)
+
+
+def test_greedy_step_is_greedy_top_then_decide():
+    """`greedy_step` (the policy part a CUDA graph captures with the forward) is exactly greedy_top + decide."""
+    from redraft.decoding.policy import greedy_step
+
+    g = torch.Generator().manual_seed(3)
+    B, E, V, mask = 4, 12, 50, 49
+    logits = torch.randn(B, E, V, generator=g) * 3
+    tokens = torch.randint(0, V, (B, E), generator=g)
+    tokens[torch.rand(B, E, generator=g) < 0.5] = mask
+    frozen = torch.rand(B, E, generator=g) < 0.2
+    tau_mask, tau_edit = torch.tensor([0.1, 0.5, 0.9, 0.3]), torch.tensor([0.2, 0.6, 1.01, 0.0])
+    ntt, editing = torch.tensor([1, 2, 1, 3]), torch.tensor([True, True, False, True])
+    top, prob = greedy_top(logits)
+    want = decide(tokens, top, prob, frozen, mask_id=mask, tau_mask=tau_mask, tau_edit=tau_edit,
+                  num_to_transfer=ntt, editing=editing)
+    got = greedy_step(logits, tokens, frozen, tau_mask, tau_edit, ntt, editing, mask_id=mask)
+    assert torch.equal(got, torch.stack([want.tokens, want.m2t.long(), want.t2t.long()]))

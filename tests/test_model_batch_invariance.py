@@ -157,3 +157,46 @@ def test_batch_invariant_forward_computes_the_plain_forward_and_refuses_what_it_
     mask = torch.ones(64, 64, dtype=torch.bool)
     with pytest.raises(ValueError, match="batch_invariant"):
         model(ids, attn_mask=mask, batch_invariant=True)
+
+
+def test_tiled_expert_path_gives_the_loops_bits():
+    """`ExpertBank._tiled` (one padded buffer, one activation for all tiles) equals the per-expert `tiled_swiglu`
+    loop bit for bit, in float32 and bfloat16."""
+    from redraft.model.invariant import tiled_swiglu
+
+    for dtype in (torch.float32, torch.bfloat16):
+        model = _model(WIDE).to(dtype)
+        moe = model.model.layers[1].mlp
+        x = torch.randn(70, WIDE.hidden_size, generator=torch.Generator().manual_seed(5)).to(dtype)
+        with torch.no_grad():
+            idx, _ = moe.gate(x)
+            order = idx.view(-1).argsort(stable=True)
+            counts = torch.bincount(idx.view(-1), minlength=moe.num_experts).tolist()
+            xs = x[order // moe.top_k]
+            bank = moe.experts
+            loop, start = [], 0
+            for e, n in enumerate(counts):
+                if n:
+                    loop.append(tiled_swiglu(xs[start:start + n], bank.gate_up_proj[e], bank.down_proj[e], 8))
+                    start += n
+            assert torch.equal(bank._tiled(xs, counts, 8), torch.cat(loop)), dtype
+
+
+def test_plain_forwards_build_no_key_groups(monkeypatch):
+    """`ragged_key_groups` (a host sync per forward) runs only for batch-invariant forwards, never for plain ones
+    (the CUDA default)."""
+    import redraft.model.modeling as modeling
+
+    calls = []
+    real = modeling.ragged_key_groups
+    monkeypatch.setattr(modeling, "ragged_key_groups", lambda *a: calls.append(1) or real(*a))
+    model = _model()
+    ids = _ids(40, 4)[None]
+    valid = torch.arange(48)[None] < 40
+    window = torch.zeros(1, 48, dtype=torch.long)
+    window[0, :40] = ids
+    with torch.no_grad():
+        model(window, torch.arange(48)[None], BlockLayout(BL, valid=valid), batch_invariant=False)
+        assert calls == []
+        model(window, torch.arange(48)[None], BlockLayout(BL, valid=valid))  # CPU default: invariant
+        assert calls == [1]

@@ -150,3 +150,17 @@ def test_logits_index_gives_the_same_logits_for_the_chosen_positions(parity_dir)
     torch.testing.assert_close(part.logits, full.gather(1, index[:, :, None].expand(-1, -1, full.shape[-1])),
                                atol=1e-6, rtol=1e-6)
     assert part.new_kv[0][0].shape[2] == 3 * BL  # K/V still cover the whole window (commits need them)
+
+
+def test_cuda_graph_runner_runs_post_eagerly_off_cuda(parity_dir):
+    """Off CUDA the graph runner runs the model eagerly and applies `post` to the logits (what a graph captures)."""
+    from redraft.model.cuda_graphs import CUDAGraphRunner
+
+    model = load_model(parity_dir / "model")
+    ids = _ids(2, BL)
+    cache = KVCache.for_model(model, 2)
+    with torch.no_grad():
+        out, post = CUDAGraphRunner(model)(ids, None, BlockLayout(BL), cache=cache,
+                                            post=lambda logits, k: logits.argmax(-1) + k, post_args=(torch.tensor(1),))
+        plain = model(ids, None, BlockLayout(BL), cache=cache)
+    assert torch.equal(out.logits, plain.logits) and torch.equal(post, plain.logits.argmax(-1) + 1)

@@ -72,6 +72,18 @@ def decide(tokens: Tensor, top_tokens: Tensor, top_probs: Tensor, frozen: Tensor
     return PolicyResult(new_tokens, m2t, t2t)
 
 
+def greedy_step(logits: Tensor, tokens: Tensor, frozen: Tensor, tau_mask: Tensor, tau_edit: Tensor,
+                num_to_transfer: Tensor, editing: Tensor, *, mask_id: int) -> Tensor:
+    """The tensor part of a greedy step after the forward: top token and probability of every window position
+    (`greedy_top`), then eq. 3 (`decide`, no oscillation guard or stutter rule). logits [B, E, V] -> [3, B, E] long:
+    the new window, M2T (0/1), T2T (0/1), one tensor for the step's one host read. No host sync, no Python branch on
+    values: a CUDA graph captures it together with the forward (`CUDAGraphRunner(post=...)`)."""
+    top, prob = greedy_top(logits)
+    res = decide(tokens, top, prob, frozen, mask_id=mask_id, tau_mask=tau_mask, tau_edit=tau_edit,
+                 num_to_transfer=num_to_transfer, editing=editing)
+    return torch.stack([res.tokens, res.m2t.long(), res.t2t.long()])
+
+
 def repeated_ngram_end(tokens: Tensor, n: Tensor, max_n: int, mask_id: int) -> Tensor:
     """[B, E] bool: position i ends an n-gram equal to the n-gram just before it (tokens[i-2n+1..i]), per-row n
     ([B] long, 0 = never, at most max_n). Masks never match."""

@@ -17,6 +17,7 @@ rows' whole prompt blocks are offered to the store. A prompt block's K/V depend 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,7 +27,7 @@ from torch import Tensor
 from redraft.model import BlockLayout, KVCache
 from redraft.model.cuda_graphs import CUDAGraphRunner
 
-from .policy import decide
+from .policy import decide, greedy_step
 from .row import Row
 from .sampling import top_tokens
 from .vocab_parallel import parallel_top_tokens
@@ -73,6 +74,7 @@ class ModelRunner:
         self.caches: dict[int, KVCache] = {}  # one per block length (one running batch each)
         self.prefix_index = prefix_index if use_cache else None
         self.prefix_store: KVCache | None = None  # row = slot of `prefix_index`
+        self._greedy_step = functools.partial(greedy_step, mask_id=mask_id)  # one object: a CUDA-graph key
 
     def cache(self, block_length: int) -> KVCache | None:
         if not self.use_cache:
@@ -118,21 +120,57 @@ class ModelRunner:
         # the editable window of each row: [B, E]; logits only there (not for commit copies or a joining prompt)
         e_steps = torch.arange(e_width, device=dev)
         idx = (copy_t[:, None] + e_steps[None]).clamp(max=width - 1)
-        parallel = getattr(self.model, "parallel", None)  # a tensor-parallel rank: logits stay vocab-sharded
-        with parallel.sharded_logits() if parallel is not None else contextlib.nullcontext():
-            if self.cuda_graphs and not prefill and cache is not None:
-                out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx)
-            else:
-                out = self.model(ids, positions, layout, cache=reused if prefill else cache, logits_index=idx,
-                                 batch_invariant=self.batch_invariant)
-        logits = out.logits
         tokens = ids.gather(1, idx)
         e_pos = positions.gather(1, idx)
         prompt_len = as_t([r.prompt_len for r in rows])
         e_valid = e_steps[None] < as_t(num_edit)[:, None]
         frozen = ~e_valid | ((e_pos < prompt_len[:, None]) & (tokens != mask_id))
-
         cfgs = [r.config for r in rows]
+        f32 = lambda xs: torch.tensor(xs, dtype=torch.float32, device=dev)  # noqa: E731
+        settings = (f32([c.tau_mask for c in cfgs]), f32([c.tau_edit for c in cfgs]),
+                    as_t([c.num_to_transfer for c in cfgs]), torch.tensor([c.editing for c in cfgs], device=dev))
+        # plain greedy rows (the common case): the policy is one tensor function of the logits (`greedy_step`),
+        # captured with the forward in one CUDA graph on CUDA
+        # a tensor-parallel rank keeps its logits vocab-sharded: the general path reduces the top tokens across ranks
+        parallel = getattr(self.model, "parallel", None)
+        plain_greedy = parallel is None and all(c.temperature == 0 and not c.forbid_mask_token
+                                                and not c.oscillation_guard and not c.stutter_ngram for c in cfgs)
+        post = self._greedy_step if plain_greedy else None
+        graphed = self.cuda_graphs and not prefill and cache is not None
+        with parallel.sharded_logits() if parallel is not None else contextlib.nullcontext():
+            if graphed:
+                out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx, post=post,
+                                          post_args=(tokens, frozen, *settings) if post is not None else ())
+                out, decided = out if post is not None else (out, None)
+            else:
+                out = self.model(ids, positions, layout, cache=reused if prefill else cache, logits_index=idx,
+                                 batch_invariant=self.batch_invariant)
+                decided = post(out.logits, tokens, frozen, *settings) if post is not None else None
+        if decided is not None:
+            host = decided.tolist()  # the step's one sync
+        else:
+            host = self._decide_general(rows, cfgs, out.logits, tokens, frozen, settings, edit, end, e_width,
+                                        num_edit)
+        result = StepResult(*([row[:n] for row, n in zip(part, num_edit)] for part in host))
+        if reused is not None:  # the joining rows' cache rows were built aside: move them into the batch
+            self._commit(rows, reused, out.new_kv, num_copy, result, had_mask, 0)
+            cache.add_rows(len(rows))
+            for i in range(len(rows)):
+                cache.copy_prefix_from(reused, i, offset + i, reused.host_lengths[i])
+        elif cache is not None:
+            self._commit(rows, cache, out.new_kv, num_copy, result, had_mask, offset if prefill else 0)
+        if prefill and cache is not None:
+            self._store_prefixes(rows, cache, offset)
+        return result
+
+    def _decide_general(self, rows: list[Row], cfgs, logits: Tensor, tokens: Tensor, frozen: Tensor,
+                        settings: tuple[Tensor, ...], edit: list[int], end: list[int], e_width: int,
+                        num_edit: list[int]) -> list:
+        """Top tokens (greedy or sampled, optional never-emit-mask) and eq. 3 with the oscillation guard and the
+        stutter rule; returns the host lists [new window, M2T, T2T] (the step's one sync)."""
+        dev, mask_id = self.device, self.mask_id
+        parallel = getattr(self.model, "parallel", None)
+        as_t = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
         forbid = None
         if any(c.forbid_mask_token for c in cfgs):
             forbid = torch.zeros(len(rows), self.model.config.vocab_size, dtype=torch.bool, device=dev)
@@ -147,26 +185,12 @@ class ModelRunner:
                                      + [-1] * (e_width - (b - a)) for r, a, b in zip(rows, edit, end)],
                                     dtype=torch.long, device=dev)
         max_ngram = max(c.stutter_ngram for c in cfgs)
-        f32 = lambda xs: torch.tensor(xs, dtype=torch.float32, device=dev)  # noqa: E731
-        res = decide(tokens, top, prob, frozen, mask_id=mask_id,
-                     tau_mask=f32([c.tau_mask for c in cfgs]), tau_edit=f32([c.tau_edit for c in cfgs]),
-                     num_to_transfer=as_t([c.num_to_transfer for c in cfgs]),
-                     editing=torch.tensor([c.editing for c in cfgs], device=dev), previous=previous,
+        tau_mask, tau_edit, num_to_transfer, editing = settings
+        res = decide(tokens, top, prob, frozen, mask_id=mask_id, tau_mask=tau_mask, tau_edit=tau_edit,
+                     num_to_transfer=num_to_transfer, editing=editing, previous=previous,
                      stutter_ngram=as_t([c.stutter_ngram for c in cfgs]) if max_ngram else None,
                      max_ngram=max_ngram)
-        host = torch.stack([res.tokens, res.m2t.long(), res.t2t.long()]).tolist()  # the step's one sync
-        result = StepResult(*([row[:n] for row, n in zip(part, num_edit)] for part in host))
-
-        if reused is not None:  # the joining rows' cache rows were built aside: move them into the batch
-            self._commit(rows, reused, out.new_kv, num_copy, result, had_mask, 0)
-            cache.add_rows(len(rows))
-            for i in range(len(rows)):
-                cache.copy_prefix_from(reused, i, offset + i, reused.host_lengths[i])
-        elif cache is not None:
-            self._commit(rows, cache, out.new_kv, num_copy, result, had_mask, offset if prefill else 0)
-        if prefill and cache is not None:
-            self._store_prefixes(rows, cache, offset)
-        return result
+        return torch.stack([res.tokens, res.m2t.long(), res.t2t.long()]).tolist()  # the step's one sync
 
     def _reuse_prefixes(self, rows: list[Row], L: int) -> KVCache | None:
         """Cache rows for joining rows, seeded with their stored prompt prefixes (None: no prefix stored)."""

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
 from .invariant import RowTiles, dense_tile, tiled_linear
-from .layers import RMSNorm, apply_rotary
+from .layers import RMSNorm, apply_rotary, rms_norm
 from .masks import KeyGroup
 
 
@@ -42,13 +42,13 @@ class Attention(nn.Module):
         tile = dense_tile(tiles)
         qkv = tiled_linear(x, self.query_key_value.weight, self.query_key_value.bias, tile)
         qkv = qkv.view(bsz, t, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
-        q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        # q and k heads side by side: one norm and one rotation for both (elementwise, so the same bits)
+        qk, v = qkv.transpose(1, 2).split([self.num_heads + self.num_kv_heads, self.num_kv_heads], dim=1)
         if self.query_layernorm is not None:
-            q = self.query_layernorm(q)
-            k = self.key_layernorm(k)
-        q = apply_rotary(q, cos, sin)
-        k = apply_rotary(k, cos, sin)
+            weight = torch.cat([self.query_layernorm.weight.expand(self.num_heads, -1),
+                                self.key_layernorm.weight.expand(self.num_kv_heads, -1)])[:, None]
+            qk = rms_norm(qk, weight, self.query_layernorm.eps)
+        q, k = apply_rotary(qk, cos, sin).split([self.num_heads, self.num_kv_heads], dim=1)
         new_kv = (k, v)
         if past is not None and past[0].shape[2] > 0:
             k = torch.cat([past[0].to(k.dtype), k], dim=2)

@@ -7,10 +7,15 @@ forward on CUDA under no_grad it copies the inputs into static buffers and repla
 (`static_cache=True`, masked by the per-row lengths), so nothing in the graph depends on host-side lengths; a
 `KVCache` keeps its storage addresses while rows leave and join, and a new graph is captured when the storage
 grows. Outputs are static buffers, valid until the next call.
+
+`post` (optional) is a tensor function of the logits and `post_args` captured in the same graph (the decode step's
+greedy policy, `redraft.decoding.policy.greedy_step`): the call then returns (output, post's result), and a step
+launches one graph for forward and policy. `post` must be the same object from call to call (it is part of the key).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +35,8 @@ class _Captured:
     valid: Tensor | None
     logits_index: Tensor | None
     out: ModelOutput
+    post_args: tuple[Tensor, ...] = ()
+    post_out: Tensor | None = None
 
 
 class CUDAGraphRunner:
@@ -51,22 +58,27 @@ class CUDAGraphRunner:
 
     def __call__(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
                  attn_mask: Tensor | None = None, cache: KVCache | None = None,
-                 logits_index: Tensor | None = None) -> ModelOutput:
+                 logits_index: Tensor | None = None, post: Callable[..., Tensor] | None = None,
+                 post_args: tuple[Tensor, ...] = ()) -> ModelOutput | tuple[ModelOutput, Tensor]:
         if (not input_ids.is_cuda or cache is None or attn_mask is not None or layout is None
                 or torch.is_grad_enabled() or self.model.training):
-            return self.model(input_ids, position_ids, layout, attn_mask=attn_mask, cache=cache,
-                              logits_index=logits_index)
+            out = self.model(input_ids, position_ids, layout, attn_mask=attn_mask, cache=cache,
+                             logits_index=logits_index)
+            return out if post is None else (out, post(out.logits, *post_args))
         if position_ids is None:
             position_ids = cache.lengths[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)[None]
         key = (tuple(input_ids.shape), cache.capacity, cache.max_rows, cache._k[0].data_ptr(), layout.block_length,
                layout.key_limit is not None, layout.valid is not None,
-               None if logits_index is None else tuple(logits_index.shape))
+               None if logits_index is None else tuple(logits_index.shape),
+               post, tuple((tuple(a.shape), a.dtype) for a in post_args))
         cap = self._graphs.get(key)
         if cap is None:
             if len(self._graphs) >= self.max_graphs:
                 self._graphs.clear()  # storage moved on; old graphs refer to freed buffers
-            cap = self._capture(input_ids, position_ids, layout, cache, logits_index)
+            cap = self._capture(input_ids, position_ids, layout, cache, logits_index, post, post_args)
             self._graphs[key] = cap
+        for static, value in zip(cap.post_args, post_args):
+            static.copy_(value)
         cap.ids.copy_(input_ids)
         cap.pos.copy_(position_ids)
         if cap.key_limit is not None:
@@ -76,18 +88,22 @@ class CUDAGraphRunner:
         if cap.logits_index is not None:
             cap.logits_index.copy_(logits_index)
         cap.graph.replay()
-        return cap.out
+        return cap.out if post is None else (cap.out, cap.post_out)
 
     def _capture(self, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout, cache: KVCache,
-                 logits_index: Tensor | None) -> _Captured:
+                 logits_index: Tensor | None, post: Callable[..., Tensor] | None = None,
+                 post_args: tuple[Tensor, ...] = ()) -> _Captured:
         ids, pos = input_ids.clone(), position_ids.clone()
         index = logits_index.clone() if logits_index is not None else None
         key_limit = layout.key_limit.clone() if layout.key_limit is not None else None
         valid = layout.valid.clone() if layout.valid is not None else None
         static_layout = BlockLayout(layout.block_length, key_limit=key_limit, valid=valid)
 
-        def run() -> ModelOutput:
-            return self.model(ids, pos, static_layout, cache=cache, static_cache=True, logits_index=index)
+        static_post = tuple(a.clone() for a in post_args)
+
+        def run() -> tuple[ModelOutput, Tensor | None]:
+            out = self.model(ids, pos, static_layout, cache=cache, static_cache=True, logits_index=index)
+            return out, (post(out.logits, *static_post) if post is not None else None)
 
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -97,6 +113,6 @@ class CUDAGraphRunner:
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            out = run()
+            out, post_out = run()
         self._pool = graph.pool()
-        return _Captured(graph, ids, pos, key_limit, valid, index, out)
+        return _Captured(graph, ids, pos, key_limit, valid, index, out, static_post, post_out)

@@ -58,7 +58,7 @@ def tiled_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tile: in
     def gemm(rows: Tensor, out: Tensor | None = None) -> Tensor:
         return torch.mm(rows, wt, out=out) if bias is None else torch.addmm(bias, rows, wt, out=out)
 
-    if _needs_grad(flat, weight):  # out= has no autograd
+    if needs_grad(flat, weight):  # out= has no autograd
         out = torch.cat([gemm(rows) for rows in flat.split(tile)])
     else:
         out = flat.new_empty(flat.shape[0], weight.shape[0])
@@ -67,7 +67,7 @@ def tiled_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tile: in
     return out[:lead.numel()].view(*lead, weight.shape[0])
 
 
-def _needs_grad(x: Tensor, weight: Tensor) -> bool:
+def needs_grad(x: Tensor, weight: Tensor) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
@@ -92,7 +92,7 @@ def tiled_swiglu(x: Tensor, gate_up: Tensor, down: Tensor, tile: int | None = No
         gate, up = h.chunk(2, dim=-1)
         return F.silu(gate) * up
 
-    if _needs_grad(flat, gate_up):  # out= has no autograd
+    if needs_grad(flat, gate_up):  # out= has no autograd
         return torch.cat([torch.mm(swiglu(torch.mm(c, gut)), dt) for c in flat.split(tile)])[:m]
     out = flat.new_empty(flat.shape[0], down.shape[0])
     for s in range(0, flat.shape[0], tile):

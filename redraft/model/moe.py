@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
-from .invariant import RowTiles, dense_tile, tiled_linear, tiled_swiglu
+from .invariant import RowTiles, dense_tile, needs_grad, tiled_linear, tiled_swiglu
 from .layers import MLP
 
 _PROJ = ("gate_proj", "up_proj", "down_proj")
@@ -45,16 +45,17 @@ class Router(nn.Module):
         weight = scores.gather(1, idx)
         if self.top_k > 1 and self.norm_topk_prob:
             weight = weight / (weight.sum(-1, keepdim=True) + 1e-20)
-        return idx, weight * self.routed_scaling_factor
+        return idx, (weight * self.routed_scaling_factor if self.routed_scaling_factor != 1.0 else weight)
 
 
 class ExpertBank(nn.Module):
     """E SwiGLU experts stored stacked, gate and up fused: `gate_up_proj` [E, 2I, H] (gate rows first), `down_proj`
     [E, H, I]. Saved and loaded under the official per-expert names `{e}.{gate,up,down}_proj.weight` (views)."""
 
-    def __init__(self, num_experts: int, hidden: int, intermediate: int):
+    def __init__(self, num_experts: int, hidden: int, intermediate: int, top_k: int = 1):
         super().__init__()
         self.num_experts = num_experts
+        self.top_k = top_k  # experts per token: rows per expert <= rows / top_k (sizes the padded path)
         self.intermediate = intermediate
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate, hidden))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
@@ -103,18 +104,22 @@ class ExpertBank(nn.Module):
     def forward(self, x_sorted: Tensor, counts: Tensor, tile: int | None = None) -> Tensor:
         """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H].
 
-        Paths: grouped matmul (CUDA, bf16, Hopper+; two grouped GEMMs: gate+up, down); padded batched matmul while a
-        CUDA graph is being captured (no host sync; E/k times the work, for small models or dtypes without grouped
-        matmul); otherwise a loop over experts with one host sync per layer. With `tile` (a batch-invariant forward,
-        see `invariant.py`) always the loop, each expert's rows in GEMMs of exactly `tile` rows: a token's result
-        then does not depend on how many other tokens picked the same expert.
+        Paths: grouped matmul (CUDA, bf16, Hopper+; two grouped GEMMs: gate+up, down); on other CUDA setups padded
+        batched matmul (no host sync; E/k times the work) while a CUDA graph is being captured or when its buffers
+        are small; otherwise a loop over experts with one host sync per layer. With `tile` (a batch-invariant
+        forward, see `invariant.py`) each expert's rows in GEMMs of exactly `tile` rows: a token's result then does
+        not depend on how many other tokens picked the same expert.
         """
         if tile is None and self._grouped_ok(x_sorted):
             offs = counts.cumsum(0).to(torch.int32)
             gate, up = torch._grouped_mm(x_sorted, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, dim=-1)
             return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
-        if tile is None and x_sorted.is_cuda and torch.cuda.is_current_stream_capturing():
-            return self._padded(x_sorted, counts)
+        capacity = x_sorted.shape[0] // self.top_k  # tokens: a token picks an expert at most once
+        if tile is None and x_sorted.is_cuda and (torch.cuda.is_current_stream_capturing()
+                                                  or self._padded_fits(x_sorted, capacity)):
+            return self._padded(x_sorted, counts, capacity)
+        if tile is not None and not needs_grad(x_sorted, self.gate_up_proj):
+            return self._tiled(x_sorted, counts.tolist(), tile)
         out = torch.empty_like(x_sorted)
         start = 0
         for e, n in enumerate(counts.tolist()):  # one host sync per layer, not per expert
@@ -124,12 +129,45 @@ class ExpertBank(nn.Module):
                 start += n
         return out
 
-    def _padded(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+    def _tiled(self, x_sorted: Tensor, counts: list[int], tile: int) -> Tensor:
+        """The batch-invariant path without autograd: every expert's rows padded to whole tiles in one buffer, one
+        fixed-shape GEMM per tile and projection (`tiled_swiglu`'s calls, so the same bits), and the activation
+        once over all tiles (elementwise: the same bits as tile by tile)."""
+        hidden = x_sorted.shape[1]
+        dest, tiles, padded = [], [], 0  # each sorted row's slot in the padded buffer; (expert, first row) per tile
+        for e, n in enumerate(counts):
+            if n:
+                dest.extend(range(padded, padded + n))
+                num = -(-n // tile)
+                tiles.extend((e, padded + j * tile) for j in range(num))
+                padded += num * tile
+        dest_t = torch.tensor(dest, dtype=torch.long, device=x_sorted.device)
+        buf = x_sorted.new_zeros(padded, hidden)
+        buf[dest_t] = x_sorted
+        gate_up = x_sorted.new_empty(padded, 2 * self.intermediate)
+        for e, s in tiles:
+            torch.mm(buf[s:s + tile], self.gate_up_proj[e].t(), out=gate_up[s:s + tile])
+        gate, up = gate_up.chunk(2, dim=-1)
+        act = F.silu(gate) * up
+        out = x_sorted.new_empty(padded, hidden)
+        for e, s in tiles:
+            torch.mm(act[s:s + tile], self.down_proj[e].t(), out=out[s:s + tile])
+        return out[dest_t]
+
+    def _padded_fits(self, x_sorted: Tensor, capacity: int) -> bool:
+        """Whether the padded path's buffers stay small (<= 2^26 elements): then it also serves eager CUDA
+        forwards (no host sync); larger models without grouped matmul take the expert loop."""
+        return self.num_experts * capacity * 2 * max(self.intermediate, x_sorted.shape[1]) <= 1 << 26
+
+    def _padded(self, x_sorted: Tensor, counts: Tensor, capacity: int | None = None) -> Tensor:
+        """No host sync: every expert gets a `capacity`-row slot (default all rows; a token picks an expert at most
+        once, so the number of tokens is enough) and two batched GEMMs run over all experts."""
         m = x_sorted.shape[0]
+        cap = m if capacity is None else capacity
         ends = counts.cumsum(0)
         expert = torch.searchsorted(ends, torch.arange(m, device=x_sorted.device), right=True)
         rank = torch.arange(m, device=x_sorted.device) - (ends - counts)[expert]
-        buf = x_sorted.new_zeros(self.num_experts, m, x_sorted.shape[1])
+        buf = x_sorted.new_zeros(self.num_experts, cap, x_sorted.shape[1])
         buf[expert, rank] = x_sorted
         gate, up = torch.bmm(buf, self.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)
         return torch.bmm(F.silu(gate) * up, self.down_proj.transpose(1, 2))[expert, rank]
@@ -143,7 +181,8 @@ class MoE(nn.Module):
         self.top_k = cfg.num_experts_per_tok
         self.num_experts = cfg.num_experts
         self.gate = Router(cfg)
-        self.experts = ExpertBank(cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        self.experts = ExpertBank(cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size,
+                                  cfg.num_experts_per_tok)
         self.shared_experts = (MLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.num_shared_experts)
                                if cfg.num_shared_experts else None)
 
