@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .errors import APIError, error_body
 from .generation import ClientGone, Generation
@@ -67,13 +68,28 @@ async def _respond(request: Request, state: ServerState, body: CompletionRequest
     gen.submit()
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return StreamingResponse(_stream(gen, env, make_chunk, make_opening, include_usage),
-                                 media_type="text/event-stream", headers=_SSE_HEADERS)
+        return GenerationStream(gen, _stream(gen, env, make_chunk, make_opening, include_usage))
     try:
         results = await gen.collect()
     except ClientGone:
         return JSONResponse(error_body("client disconnected", "invalid_request_error"), status_code=499)
     return make_body(env, results, job.prompt_tokens)
+
+
+class GenerationStream(StreamingResponse):
+    """An SSE response that always closes its `Generation` (cancelling unfinished choices), however the response
+    ends: also when the client leaves before the body generator first runs, or while a chunk is being sent (the
+    generator is then abandoned, not closed, and its own `finally` would run only when it is garbage collected)."""
+
+    def __init__(self, gen: Generation, body: AsyncIterator[bytes]):
+        super().__init__(body, media_type="text/event-stream", headers=_SSE_HEADERS)
+        self.generation = gen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.generation.close()
 
 
 async def _stream(gen: Generation, env: Envelope, make_chunk: Callable, make_opening: Callable | None,
