@@ -1,5 +1,9 @@
 """Evaluation: task suite, code sandbox, batched scoring harness and the `eval` / `bench` commands."""
 
-from redraft.evaluation.tasks import Example, Task, get_task, list_tasks
+from redraft._lazy import lazy_package
 
-__all__ = ["Example", "Task", "get_task", "list_tasks"]
+# public names, imported on first use (the CLI imports this package without torch)
+lazy_package(__name__, {
+    "Example": "redraft.evaluation.tasks", "Task": "redraft.evaluation.tasks",
+    "get_task": "redraft.evaluation.tasks", "list_tasks": "redraft.evaluation.tasks"
+})

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import LLaDA2MoeConfig
-from .loading import _shards, read_safetensors_header, resolve_checkpoint
-
 
 def inspect_checkpoint(path: str) -> dict:
     """Summary of a checkpoint read from its config and safetensors headers (no weights are loaded)."""
+    from .config import LLaDA2MoeConfig
+    from .loading import _shards, read_safetensors_header, resolve_checkpoint
+
     root = resolve_checkpoint(path)
     cfg = LLaDA2MoeConfig.from_file(root / "config.json")
     n_params, nbytes, dtypes = 0, 0, set()
