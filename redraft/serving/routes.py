@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from .errors import APIError, error_body
 from .generation import ClientGone, Generation
-from .params import build_job, chat_prompt, completion_prompts
+from .params import build_job, chat_prompt, check_prompt_chars, completion_prompts
 from .responses import (Envelope, chat_body, chat_chunk, completion_body, completion_chunk, finish_reason, new_id,
                         sse, usage_chunk)
 from .schemas import ChatCompletionRequest, CompletionRequest
@@ -35,6 +35,7 @@ def _state(request: Request) -> ServerState:
 async def completions(body: CompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
+    check_prompt_chars(body, state.limits)  # before tokenizing; tokenizing runs in a worker thread, without the GIL
     prompts = await run_in_threadpool(completion_prompts, body, state.tokenizer, state.limits)
     env = Envelope(new_id("cmpl"), "text_completion", state.model_name)
     return await _respond(request, state, body, prompts, env, "completions", completion_body,
@@ -45,6 +46,7 @@ async def completions(body: CompletionRequest, request: Request):
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
+    check_prompt_chars(body, state.limits)
     prompt = await run_in_threadpool(chat_prompt, body, state.tokenizer)
     if not body.stream:
         env = Envelope(new_id("chatcmpl"), "chat.completion", state.model_name)
