@@ -17,6 +17,7 @@ from .errors import install_error_handlers
 from .loop import EngineLoop
 from .metrics import ServingMetrics
 from .middleware import BodyLimitMiddleware, ErrorCountMiddleware
+from .openapi import install_openapi
 from .routes import router
 from .settings import ServerSettings
 from .state import ServerState, build_engine, make_limits
@@ -53,6 +54,7 @@ def create_app(engine_or_model_path: Engine | str | Path, settings: ServerSettin
     app.state.server = state
     install_error_handlers(app)
     app.include_router(router)
+    install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorCountMiddleware, metrics=metrics)
     return app

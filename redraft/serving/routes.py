@@ -13,6 +13,8 @@ from starlette.types import Receive, Scope, Send
 
 from .errors import APIError, error_body
 from .generation import ClientGone, Generation
+from .openapi import (ChatCompletionResponse, CompletionResponse, Health, ModelCard, ModelList, Unhealthy,
+                      error_responses, generation_responses)
 from .params import build_job, chat_prompt, check_prompt_chars, completion_prompts
 from .responses import (Envelope, chat_body, chat_chunk, completion_body, completion_chunk, finish_reason, new_id,
                         sse, usage_chunk)
@@ -20,10 +22,6 @@ from .schemas import ChatCompletionRequest, CompletionRequest
 from .state import ServerState
 
 router = APIRouter()
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": what, "content": {"application/json": {}}}
-    for code, what in ((400, "Invalid request"), (404, "Unknown model"), (413, "Body too large"),
-                       (429, "Server at capacity"), (503, "Shutting down / unavailable"))}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -31,7 +29,7 @@ def _state(request: Request) -> ServerState:
     return request.app.state.server
 
 
-@router.post("/v1/completions", responses=_ERRORS)
+@router.post("/v1/completions", responses=generation_responses(CompletionResponse))
 async def completions(body: CompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
@@ -42,7 +40,7 @@ async def completions(body: CompletionRequest, request: Request):
                           lambda i, text, reason: completion_chunk(env, i, text, reason), None)
 
 
-@router.post("/v1/chat/completions", responses=_ERRORS)
+@router.post("/v1/chat/completions", responses=generation_responses(ChatCompletionResponse))
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = _state(request)
     state.check_model(body.model)
@@ -118,13 +116,13 @@ async def _stream(gen: Generation, env: Envelope, make_chunk: Callable, make_ope
     yield sse("[DONE]")
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses={200: {"model": ModelList}, **error_responses()})
 async def models(request: Request) -> dict[str, Any]:
     state = _state(request)
     return {"object": "list", "data": [_model_card(state)]}
 
 
-@router.get("/v1/models/{model_id:path}", responses=_ERRORS)
+@router.get("/v1/models/{model_id:path}", responses={200: {"model": ModelCard}, **error_responses()})
 async def model(model_id: str, request: Request) -> dict[str, Any]:
     state = _state(request)
     state.check_model(model_id)
@@ -136,7 +134,9 @@ def _model_card(state: ServerState) -> dict[str, Any]:
             "max_model_len": state.limits.max_model_len}
 
 
-@router.get("/health")
+@router.get("/health", responses={200: {"model": Health, "description": "The engine loop runs"},
+                                   503: {"model": Unhealthy, "description": "The engine loop stopped"},
+                                   **error_responses(400, 404, 413, 429, 500)})
 async def health(request: Request) -> JSONResponse:
     loop = _state(request).loop
     if loop.is_alive:
@@ -144,6 +144,6 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "unavailable", "error": loop.error or "engine loop not running"}, status_code=503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(400, 404, 413, 429, 500, 503))
 async def metrics(request: Request) -> PlainTextResponse:
     return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
