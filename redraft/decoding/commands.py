@@ -48,8 +48,9 @@ def load(path: str | None):
     return load_model(root), load_tokenizer(root)
 
 
-def print_stats(result, file=sys.stderr) -> None:
+def print_stats(result, file=None) -> None:
     s = result.stats
+    file = file if file is not None else sys.stderr  # looked up now (tests and callers may swap sys.stderr)
     print(f"[{result.finish_reason}] tokens {s.tokens} | forwards {s.forwards} | TPF {s.tpf:.2f} | "
           f"M2T {s.m2t_fills} | T2T {s.t2t_edits} | MBE {s.mbe_edits} | {s.wall_time:.2f}s | "
           f"{s.tokens_per_s:.1f} tok/s", file=file)
