@@ -93,7 +93,9 @@ def test_ctrl_c_exits_130_with_one_line(tiny_checkpoint, delay):
     """SIGINT while importing torch and loading (0.5 s) or while decoding (2 s): exit 130, one line on stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "redraft.cli", "generate", str(tiny_checkpoint), "def f(",
                              "--max-new-tokens", "3000", "--block-length", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            # a shell's background job (`cmd &`) ignores SIGINT, and children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

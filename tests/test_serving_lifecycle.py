@@ -60,7 +60,10 @@ def test_graceful_shutdown(tiny_checkpoint, finish):
             _first_text(lines)
             worker = threading.Thread(target=non_streaming)
             worker.start()
-            threading.Event().wait(0.3)
+            for _ in range(200):  # until the non-streaming request is in flight too (a fixed wait races on busy CPUs)
+                if plain or httpx.get(server.base_url + "/health").json()["in_flight"] >= 2:
+                    break
+                threading.Event().wait(0.05)
             server.process.terminate()  # SIGTERM: graceful shutdown
             rest = [x for x in lines if x]
         worker.join(120)
