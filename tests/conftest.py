@@ -24,3 +24,21 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from redraft.model.testing import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(autouse=True)
+def serving_slots_released(request):
+    """After every test that used a server (a `ServerProcess` or a TestClient of a redraft app): once its requests
+    are over, no slot stays in flight (issue 14)."""
+    yield
+    servers = []
+    for value in request.node.funcargs.values():
+        if type(value).__name__ == "ServerProcess" and value.process.poll() is None:
+            servers.append(value.base_url)
+        elif type(value).__name__ == "TestClient" and hasattr(getattr(value.app, "state", None), "server"):
+            servers.append(value)
+    if servers:
+        from redraft.serving.testing import wait_idle
+
+        for server in servers:
+            assert wait_idle(server, timeout=30) == 0, f"in-flight slots leaked after {request.node.name}"

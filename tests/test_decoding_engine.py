@@ -162,6 +162,22 @@ def test_stats_and_trajectory_are_consistent(model):
     assert d["tokens"] == 32 and d["tpf"] == s.tpf
 
 
+def test_issue14_row_cancelled_while_another_joins_still_finishes(model):
+    """Regression (issue 14): a running row cancelled in the step where a waiting row joins the batch was dropped
+    from the batch without a finished event, so the server never released its slot."""
+    engine = Engine(model, mask_id=MASK, max_batch_size=2)
+    cfg = DecodeConfig(block_length=8, max_new_tokens=64, mask_id=MASK, max_post_steps=POST)
+    first = engine.add_request(_prompt(5), cfg)
+    engine.step()  # first joins and runs
+    engine.cancel(first)
+    second = engine.add_request(_prompt(7, 1), cfg)
+    finished = {e.request_id: e.result for e in engine.step() if e.finished}  # a join step (second joins)
+    results = {**finished, **engine.run_until_done()}
+    assert results[first].finish_reason == "cancelled"
+    assert results[second].finish_reason == "length"
+    assert not engine.has_work() and not engine.rows
+
+
 def test_cancel_returns_a_result_and_bad_input_names_the_field(model):
     engine = Engine(model, mask_id=MASK)
     cfg = DecodeConfig(block_length=8, max_new_tokens=64, mask_id=MASK, max_post_steps=POST)

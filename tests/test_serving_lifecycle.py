@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 
-from redraft.serving.testing import running_server, start_server
+from redraft.serving.testing import running_server, start_server, wait_idle
 
 LONG = {"model": "tiny", "prompt": "def long(", "max_tokens": 3000, "block_length": 2, "stream": True}
 
@@ -40,6 +40,7 @@ def test_full_queue_gives_429_then_recovers(tiny_checkpoint):
                 break
             threading.Event().wait(0.1)
         assert ok.status_code == 200, ok.text
+        assert wait_idle(s.base_url) == 0
 
 
 @pytest.mark.parametrize("finish", [True, False], ids=["finishes", "cancels"])
@@ -59,7 +60,10 @@ def test_graceful_shutdown(tiny_checkpoint, finish):
             _first_text(lines)
             worker = threading.Thread(target=non_streaming)
             worker.start()
-            threading.Event().wait(0.3)
+            for _ in range(200):  # until the non-streaming request is in flight too (a fixed wait races on busy CPUs)
+                if plain or httpx.get(server.base_url + "/health").json()["in_flight"] >= 2:
+                    break
+                threading.Event().wait(0.05)
             server.process.terminate()  # SIGTERM: graceful shutdown
             rest = [x for x in lines if x]
         worker.join(120)

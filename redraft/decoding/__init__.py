@@ -16,11 +16,12 @@ Semantics (exact official rule with `mbe_blocks = 0`; see docs/decoding.md):
     falls more than k blocks behind the current one, so the cache always equals a block-causal recompute.
 """
 
-from .config import PRESETS, DecodeConfig, preset
-from .engine import Engine
-from .generate import generate
-from .policy import PolicyResult, decide, greedy_top
-from .results import DecodeStats, GenerationResult, StepEvent, Trajectory, TrajectoryStep
+from redraft._lazy import lazy_package
 
-__all__ = ["DecodeConfig", "PRESETS", "preset", "Engine", "generate", "PolicyResult", "decide", "greedy_top",
-           "DecodeStats", "GenerationResult", "StepEvent", "Trajectory", "TrajectoryStep"]
+# public names, imported on first use (the CLI imports this package without torch)
+lazy_package(__name__, {
+    "DecodeConfig": ".config", "PRESETS": ".config", "preset": ".config", "Engine": ".engine",
+    "generate": ".generate", "PolicyResult": ".policy", "decide": ".policy", "greedy_top": ".policy",
+    "DecodeStats": ".results", "GenerationResult": ".results", "StepEvent": ".results", "Trajectory": ".results",
+    "TrajectoryStep": ".results"
+})

@@ -48,19 +48,51 @@ def load(path: str | None, quantization: str | None = None):
     return load_model(root, quantization=quantization), load_tokenizer(root)
 
 
-def print_stats(result, file=sys.stderr) -> None:
+def print_stats(result, file=None) -> None:
     s = result.stats
+    file = file if file is not None else sys.stderr  # looked up now (tests and callers may swap sys.stderr)
     print(f"[{result.finish_reason}] tokens {s.tokens} | forwards {s.forwards} | TPF {s.tpf:.2f} | "
           f"M2T {s.m2t_fills} | T2T {s.t2t_edits} | MBE {s.mbe_edits} | {s.wall_time:.2f}s | "
           f"{s.tokens_per_s:.1f} tok/s", file=file)
 
 
+def read_prompt(path: str) -> str:
+    """A prompt from a UTF-8 file ("-": standard input); one final newline is dropped (like `$(cat FILE)`)."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ValueError(f"-f {path}: is a directory, not a prompt file") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"-f {path}: no such file") from None
+    name = "standard input" if path == "-" else "the file"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"-f {path}: {name} is not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start})") \
+            from None
+    text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    if not text:
+        raise ValueError(f"-f {path}: the prompt in {name} is empty")
+    return text
+
+
+def prompt_from_args(inputs: list[str], file: str | None) -> tuple[str | None, str]:
+    """(model directory or None for the bundled model, prompt) from `[MODEL] PROMPT` or `[MODEL] -f FILE`."""
+    if file is not None:
+        if len(inputs) > 1:
+            raise ValueError(f"generate -f FILE takes at most a MODEL argument besides, got {inputs}")
+        return (inputs[0] if inputs else None), read_prompt(file)
+    if not inputs:
+        raise ValueError("generate needs a PROMPT argument or -f FILE (- for standard input)")
+    if len(inputs) > 2:
+        raise ValueError(f"generate takes [MODEL] PROMPT, got {len(inputs)} arguments")
+    return (None, inputs[0]) if len(inputs) == 1 else (inputs[0], inputs[1])
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from .engine import Engine
 
-    if len(args.inputs) > 2:
-        raise ValueError(f"generate takes [MODEL] PROMPT, got {len(args.inputs)} arguments")
-    model_path, prompt = (None, args.inputs[0]) if len(args.inputs) == 1 else args.inputs
+    model_path, prompt = prompt_from_args(args.inputs, args.file)
     parallel = parallel_from_args(args)
     if parallel is not None:
         if args.quantization:
@@ -173,10 +205,19 @@ def run_conformance(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _preset_values(name: str) -> str:
+    """What the presets set a field to: "0.7 (quality), 0.5 (speedy)", or one value when they agree."""
+    values = {mode: getattr(cfg, name) for mode, cfg in sorted(PRESETS.items())}
+    if len(set(map(repr, values.values()))) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join(f"{v} ({mode})" for mode, v in values.items())
+
+
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=sorted(PRESETS), default="quality", help="preset: quality (Q Mode) or speedy")
     for name, kind in _OVERRIDES.items():
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override DecodeConfig.{name}")
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=f"override DecodeConfig.{name} (default: {_preset_values(name)})")
     for flag, (field, value) in _SWITCHES.items():
         p.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"set DecodeConfig.{field}={value}")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
@@ -187,8 +228,10 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="decode one prompt with Draft-and-Edit (prints text and stats)")
-    p.add_argument("inputs", nargs="+", metavar="[MODEL] PROMPT",
-                   help="checkpoint directory (default: the bundled model) and the prompt")
+    p.add_argument("inputs", nargs="*", metavar="[MODEL] PROMPT",
+                   help="checkpoint directory (default: the bundled model) and the prompt (none with -f)")
+    p.add_argument("-f", "--file", metavar="FILE", default=None,
+                   help="read the prompt from a UTF-8 file, - for standard input (one final newline is dropped)")
     _add_decoding_flags(p)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--show", action="store_true", help="render decoding live (masks, fills, edits)")

@@ -112,11 +112,14 @@ class Engine:
             self.scheduler.admit(plan)
         for row in plan.rows:
             self._check_stop(row)
+        dropped: list[Row] = []
         if plan.rows:
-            keep = self.scheduler.remove_finished(plan.block_length)
+            keep, dropped = self.scheduler.remove_finished(plan.block_length)
             if keep is not None:
                 runner.keep_rows(plan.block_length, keep)
-        for row in plan.finished + plan.rows:
+        in_plan = {id(r) for r in plan.rows}
+        # every row that leaves reports once: planned rows, and (join steps) batch rows cancelled meanwhile
+        for row in plan.finished + plan.rows + [r for r in dropped if id(r) not in in_plan]:
             event = self._event(row)
             if event is not None:
                 events.append(event)

@@ -81,11 +81,12 @@ class Scheduler:
         if plan.join:
             self.running.setdefault(plan.block_length, []).extend(plan.rows)
 
-    def remove_finished(self, block_length: int) -> list[int] | None:
-        """Drop finished rows of a batch; returns the kept indices (cache rows) or None when nothing changed."""
+    def remove_finished(self, block_length: int) -> tuple[list[int] | None, list[Row]]:
+        """Drop finished rows of a batch; returns the kept indices (cache rows; None when nothing changed) and the
+        dropped rows. After a join step these include running rows cancelled meanwhile, which were not in the plan."""
         batch = self.running.get(block_length, [])
         keep = [i for i, r in enumerate(batch) if not r.is_finished]
         if len(keep) == len(batch):
-            return None
+            return None, []
         self.running[block_length] = [batch[i] for i in keep]
-        return keep
+        return keep, [r for r in batch if r.is_finished]

@@ -1,13 +1,11 @@
 """Evaluation: task suite, code sandbox, batched scoring harness and the `eval` / `bench` commands."""
 
-from redraft.evaluation.tasks import Example, Task, get_task, list_tasks
+from redraft._lazy import lazy_package
 
-__all__ = ["Example", "Task", "get_task", "list_tasks"]
-
-
-def __getattr__(name: str):
-    if name == "LMEvalModel":  # needs the optional `lm-eval` package: imported on first use
-        from redraft.evaluation.lmeval import LMEvalModel
-
-        return LMEvalModel
-    raise AttributeError(f"module 'redraft.evaluation' has no attribute {name!r}")
+# public names, imported on first use (the CLI imports this package without torch); LMEvalModel needs the
+# optional `lm-eval` package
+lazy_package(__name__, {
+    "Example": "redraft.evaluation.tasks", "Task": "redraft.evaluation.tasks",
+    "get_task": "redraft.evaluation.tasks", "list_tasks": "redraft.evaluation.tasks",
+    "LMEvalModel": "redraft.evaluation.lmeval",
+})

@@ -56,6 +56,19 @@ def resolve_model(path: str | None) -> str:
     return str(bundled)
 
 
+def resolve_twin(path: str | None) -> str:
+    """The M2T-only twin for `redraft results`: `path`, or the bundled model's twin in a source checkout."""
+    if path is not None:
+        return path
+    import redraft
+
+    twin = Path(redraft.__file__).resolve().parents[1] / "models" / "tiny-m2t-only"
+    if not (twin / "config.json").exists():
+        raise FileNotFoundError(f"no twin model at {twin} (it ships with the source checkout, not the package); "
+                                "pass MODEL TWIN")
+    return str(twin)
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on stderr; yields the `progress(done, total)` callback the API takes."""
@@ -71,8 +84,11 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 def _common(p: argparse.ArgumentParser, default_tasks: str, default_n: int) -> None:
     if p.prog.split()[-1] == "results":
-        p.add_argument("model", help="checkpoint of the T2T-trained model (e.g. redraft/assets/tiny)")
-        p.add_argument("twin", help="checkpoint of its M2T-only twin")
+        p.add_argument("model", nargs="?", default=None,
+                       help="checkpoint of the T2T-trained model (default: the bundled tiny model)")
+        p.add_argument("twin", nargs="?", default=None,
+                       help="checkpoint of its M2T-only twin (default: the bundled model's twin, "
+                            "models/tiny-m2t-only in a source checkout)")
     else:
         p.add_argument("model", nargs="?", default=None,
                        help="checkpoint directory or hub id (default: the bundled tiny model)")
@@ -171,9 +187,9 @@ def run_results_cmd(args: argparse.Namespace) -> int:
     settings = ResultsSettings(tasks=tuple(args.tasks), n=args.n, seeds=tuple(args.seeds),
                                batch_size=args.batch_size, tau_masks=tuple(args.tau_mask),
                                mbe_blocks=args.mbe_blocks, overrides=parse_sets(args.set))
-    model = resolve_model(args.model)
+    model, twin = resolve_model(args.model), resolve_twin(args.twin)
     with progress_bar("results") as progress:
-        res = run_results(model, args.twin, settings, progress=progress, device=args.device)
+        res = run_results(model, twin, settings, progress=progress, device=args.device)
     path = write_results(res, args.out, _command_line(args), args.device)
     print(path.read_text())
     print(f"wrote {path}", file=sys.stderr)

@@ -11,8 +11,6 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
-import torch
-
 from redraft.decoding.config import DecodeConfig, preset
 from redraft.evaluation.report import EvalReport, Sample, TaskRun
 from redraft.evaluation.tasks import Task, get_task
@@ -107,6 +105,8 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
     base = decode_config(mode, overrides) if config is None else config.replace(**overrides)
     task_list = _tasks(tasks)
     model, tokenizer, name = load(model_or_path, tokenizer, device, quantization)
+    import torch  # here, not at the top: the CLI imports this module (MODES) to build its parser
+
     if generate_fn is None:
         from redraft.decoding import generate as generate_fn
     total, done = n * len(seeds) * len(task_list), 0

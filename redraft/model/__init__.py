@@ -1,10 +1,10 @@
 """LLaDA2-MoE model, KV cache, masks, checkpoint and tokenizer loading."""
 
-from .config import LLaDA2MoeConfig
-from .kv_cache import KVCache
-from .loading import CheckpointError, load_model, save_model
-from .masks import BlockLayout, dual_stream_mask
-from .modeling import LLaDA2MoeModelLM, ModelOutput
+from redraft._lazy import lazy_package
 
-__all__ = ["LLaDA2MoeConfig", "KVCache", "CheckpointError", "load_model", "save_model", "BlockLayout",
-           "dual_stream_mask", "LLaDA2MoeModelLM", "ModelOutput"]
+# public names, imported on first use (the CLI imports this package without torch)
+lazy_package(__name__, {
+    "LLaDA2MoeConfig": ".config", "KVCache": ".kv_cache", "CheckpointError": ".loading",
+    "load_model": ".loading", "save_model": ".loading", "BlockLayout": ".masks", "dual_stream_mask": ".masks",
+    "LLaDA2MoeModelLM": ".modeling", "ModelOutput": ".modeling"
+})

@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import LLaDA2MoeConfig
-from .loading import _shards, read_safetensors_header, resolve_checkpoint
-from .shapes import SHAPES
-
 
 def inspect_checkpoint(path: str) -> dict:
     """Summary of a checkpoint read from its config and safetensors headers (no weights are loaded)."""
+    from .config import LLaDA2MoeConfig
+    from .loading import _shards, read_safetensors_header, resolve_checkpoint
+
     root = resolve_checkpoint(path)
     cfg = LLaDA2MoeConfig.from_file(root / "config.json")
     n_params, nbytes, dtypes = 0, 0, set()
@@ -95,7 +94,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print a checkpoint's architecture, parameter count, dtype and size")
     p.add_argument("path", nargs="?", default=None, help="checkpoint directory or hub id")
-    p.add_argument("--shape", choices=sorted(SHAPES), default=None,
+    p.add_argument("--shape", choices=["flash", "mini"], default=None,  # redraft.model.shapes (no torch import here)
                    help="a released model's shape instead of a checkpoint (sizes counted from its config)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--tp", type=int, default=None,

@@ -67,6 +67,7 @@ class Tokenizer:
         self._env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._env.globals["raise_exception"] = self._raise
         self._compiled: tuple[str, Any] | None = None
+        self._max_token_chars: int | None = None
 
     @staticmethod
     def _raise(message: str):
@@ -92,6 +93,23 @@ class Tokenizer:
             raise ValueError(f"encode: expected str, got {type(text).__name__}")
         return self._plain.encode(text, add_special_tokens=False).ids
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Several plain texts (like `encode`) in one call that releases the GIL while it tokenizes, so other
+        Python threads (a server's event loop) keep running. Uses the `tokenizers` thread pool."""
+        for text in texts:
+            if not isinstance(text, str):
+                raise ValueError(f"encode_batch: expected str, got {type(text).__name__}")
+        return [e.ids for e in self._plain.encode_batch(list(texts), add_special_tokens=False)]
+
+    @property
+    def max_token_chars(self) -> int:
+        """The longest vocabulary entry in characters: no token covers more characters of the input (byte-level
+        entries spell one byte per character, and a byte is at most one character), so a text of `c` characters
+        has at least `c / max_token_chars` tokens. A cheap bound for rejecting over-long prompts before tokenizing."""
+        if self._max_token_chars is None:
+            self._max_token_chars = max(len(t) for t in self._special.get_vocab(with_added_tokens=True))
+        return self._max_token_chars
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._special.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
@@ -101,16 +119,19 @@ class Tokenizer:
         """The chat template as text (for display; use `apply_chat_template` to get ids)."""
         return self._render(messages, add_generation_prompt, None, **kwargs)
 
-    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
-                            **kwargs: Any) -> list[int]:
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, *,
+                            release_gil: bool = False, **kwargs: Any) -> list[int]:
+        """The chat template applied to `messages`, as ids; contents are plain text (special-token spellings stay
+        text). release_gil: tokenize the contents with `encode_batch` (servers: other threads keep running)."""
         contents: list[str] = []
         text = self._render(messages, add_generation_prompt, contents, **kwargs)
+        encoded = self.encode_batch(contents) if release_gil else [self.encode(c) for c in contents]
         ids: list[int] = []
         pos = 0
         for m in _MARK.finditer(text):
             if m.start() > pos:
                 ids += self._special.encode(text[pos:m.start()], add_special_tokens=False).ids
-            ids += self.encode(contents[int(m.group(1))])
+            ids += encoded[int(m.group(1))]
             pos = m.end()
         if pos < len(text):
             ids += self._special.encode(text[pos:], add_special_tokens=False).ids

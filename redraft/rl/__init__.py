@@ -5,11 +5,13 @@ Parts: `rollout` (G samples per prompt through the decoding engine), `rewards`, 
 surrogate, eq. 4, with an exact per-level backward), `recipe` (the training loop) and `commands` (`redraft rl`).
 """
 
-from .advantages import AdvantageConfig, group_advantages
-from .likelihood import ElboConfig, ElboTerms, SequenceBatch, block_terms, noise_level, normalizer, sequence_logp
-from .loss import LossConfig, clipped_surrogate, ebpo_backward, ebpo_loss, k3
-from .rewards import REWARDS, CombinedReward, RewardSpec
+from redraft._lazy import lazy_package
 
-__all__ = ["AdvantageConfig", "group_advantages", "ElboConfig", "ElboTerms", "SequenceBatch", "block_terms", "noise_level", "normalizer",
-           "sequence_logp", "LossConfig", "clipped_surrogate", "ebpo_backward", "ebpo_loss", "k3", "REWARDS",
-           "CombinedReward", "RewardSpec"]
+# public names, imported on first use (the CLI imports this package without torch)
+lazy_package(__name__, {
+    "AdvantageConfig": ".advantages", "group_advantages": ".advantages", "ElboConfig": ".likelihood",
+    "ElboTerms": ".likelihood", "SequenceBatch": ".likelihood", "block_terms": ".likelihood",
+    "noise_level": ".likelihood", "normalizer": ".likelihood", "sequence_logp": ".likelihood",
+    "LossConfig": ".loss", "clipped_surrogate": ".loss", "ebpo_backward": ".loss", "ebpo_loss": ".loss",
+    "k3": ".loss", "REWARDS": ".rewards", "CombinedReward": ".rewards", "RewardSpec": ".rewards"
+})

@@ -5,8 +5,9 @@ loop thread owns the model and steps the engine's scheduler; HTTP handlers only 
 stream (see docs/serving.md).
 """
 
-from .app import create_app
-from .prefix_cache import PrefixCache
-from .settings import ServerSettings
+from redraft._lazy import lazy_package
 
-__all__ = ["create_app", "PrefixCache", "ServerSettings"]
+# public names, imported on first use (the CLI imports this package without torch)
+lazy_package(__name__, {
+    "create_app": ".app", "PrefixCache": ".prefix_cache", "ServerSettings": ".settings"
+})

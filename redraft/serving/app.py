@@ -18,6 +18,7 @@ from .loop import EngineLoop
 from .metrics import ServingMetrics
 from .middleware import BodyLimitMiddleware, ErrorCountMiddleware
 from .playground import router as playground_router
+from .openapi import install_openapi
 from .routes import router
 from .settings import ServerSettings
 from .state import ServerState, build_engine, make_limits
@@ -55,6 +56,7 @@ def create_app(engine_or_model_path: Engine | str | Path, settings: ServerSettin
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(playground_router)
+    install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorCountMiddleware, metrics=metrics)
     return app

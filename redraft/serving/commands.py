@@ -16,15 +16,15 @@ def register(subparsers) -> None:
                                           "/v1/models, /health, /metrics.")
     p.add_argument("model", nargs="?", default=str(DEFAULT_MODEL),
                    help=f"checkpoint directory (default: the bundled model, {DEFAULT_MODEL})")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--model-name", default=None, help="id clients pass as `model` (default: the directory name)")
     p.add_argument("--max-batch-size", type=int, default=32, help="rows decoded together")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch; more get 429")
     p.add_argument("--max-model-len", type=int, default=None, help="prompt + max_tokens limit")
-    p.add_argument("--default-max-tokens", type=int, default=256)
+    p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
     p.add_argument("--mode", choices=["quality", "speedy"], default="quality", help="preset when a request has none")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests may finish at shutdown before they are cancelled")
     p.add_argument("--prefix-cache-slots", type=int, default=32,
@@ -39,7 +39,8 @@ def register(subparsers) -> None:
                    help="torch CPU threads (default: torch's choice; 1 suits small models on busy machines)")
     p.add_argument("--batch-invariant", choices=["auto", "on", "off"], default="auto",
                    help="a request's tokens never depend on the rest of the batch, bit for bit (auto: on CPU)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (spawned workers; see docs/parallel.md)")
     p.add_argument("--ep", type=int, nargs="?", const=0, default=1, metavar="M",
                    help="expert-parallel groups among the tp ranks (--ep alone: one per rank)")

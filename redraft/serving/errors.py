@@ -90,7 +90,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
         return invalid(None, f"request body is not valid JSON: {ctx.get('error', 'decode error')}",
                        "invalid_json").response()
     param = param_name(first.get("loc", ()))
-    msg = str(first.get("msg", "invalid value"))
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "missing":
         message = f"missing required field {param!r}" if param else "request body is required"
     elif first.get("type") == "extra_forbidden":
@@ -101,8 +101,9 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
         message = f"request body: {msg}"
     else:
         message = f"{param}: {msg}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    more = len({_union_root(e.get("loc", ())) for e in errors} - {root})  # other fields, not other union members
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
     return invalid(param, message, "invalid_type" if first.get("type", "").endswith("_type") else
                    str(first.get("type", "invalid_value"))).response()
 

@@ -5,6 +5,12 @@ i.e. 429) and `cancel` it; the loop thread adds submissions to the engine betwee
 running batch at the next step and finished ones leave it (continuous batching, no head-of-line blocking). Each
 step's events go back to the submitting request through its `Sink` (an asyncio queue fed with
 `loop.call_soon_threadsafe`).
+
+Slots: every accepted choice holds one slot (counted by `num_in_flight`, bounded by `max_in_flight`) from `submit`
+until it is released, exactly once, by `_release`: when the engine reports it finished (done, cancelled, stopped at
+shutdown), when the engine rejects it, when it is cancelled before it reached the engine, or when the loop fails.
+After every step, a choice the engine no longer tracks but never reported is released with an error (and logged),
+so an engine bug costs one request, never a slot.
 """
 
 from __future__ import annotations
@@ -75,9 +81,9 @@ class EngineLoop:
         self.metrics = metrics
         self.error: str | None = None  # why the loop stopped, after an engine failure
         self._cond = threading.Condition()
+        self._slots: dict[str, Submission] = {}  # accepted choices not released yet (see `_release`)
         self._inbox: list[Submission] = []
         self._cancels: set[str] = set()
-        self._num_in_flight = 0
         self._accepting = True
         self._cancel_all = False
         self._stopping = False
@@ -90,7 +96,7 @@ class EngineLoop:
     @property
     def num_in_flight(self) -> int:
         with self._cond:
-            return self._num_in_flight
+            return len(self._slots)
 
     @property
     def is_alive(self) -> bool:
@@ -107,27 +113,33 @@ class EngineLoop:
         with self._cond:
             if not self._accepting:
                 raise NotAccepting(self.error or "the server is shutting down")
-            if self._num_in_flight + len(submissions) > self.max_in_flight:
+            if len(self._slots) + len(submissions) > self.max_in_flight:
                 raise QueueFull(f"the server is at capacity ({self.max_in_flight} requests in flight); retry later")
+            ids = [s.request_id for s in submissions]
+            if len(set(ids)) < len(ids) or any(rid in self._slots for rid in ids):
+                raise ValueError(f"EngineLoop.submit: request ids must be unique and not in flight, got {ids}")
+            self._slots.update((s.request_id, s) for s in submissions)
             self._inbox.extend(submissions)
-            self._num_in_flight += len(submissions)
             self._cond.notify()
 
     def cancel(self, request_ids: list[str]) -> None:
-        """Stop these choices (a client went away); unknown or finished ids are ignored."""
+        """Stop these choices (a client went away); unknown or finished ids are ignored. A choice still in the inbox
+        is released here; one the engine holds ends with the engine's next step."""
+        ids = set(request_ids)
         with self._cond:
-            ids = set(request_ids)
-            kept = [s for s in self._inbox if s.request_id not in ids]
-            self._num_in_flight -= len(self._inbox) - len(kept)
-            self._inbox = kept
-            self._cancels |= ids
+            unsent = [s for s in self._inbox if s.request_id in ids]
+            self._inbox = [s for s in self._inbox if s.request_id not in ids]
+            self._cancels |= ids - {s.request_id for s in unsent}
             self._cond.notify()
+        for s in unsent:
+            if self._release(s.request_id) is not None:
+                self.metrics.cancelled.inc()
 
     def drain(self, timeout: float = 10.0, cancel_timeout: float = 10.0) -> None:
         """Refuse new work (NotAccepting), let in-flight choices finish for up to `timeout` s, then cancel the rest
         and wait (up to `cancel_timeout` s) until their requests got the cancellation. Blocking: call it from a
         worker thread (`asyncio.to_thread`) when an event loop is running."""
-        idle = lambda: self._num_in_flight == 0 or self._thread is None or not self._thread.is_alive()  # noqa: E731
+        idle = lambda: not self._slots or self._thread is None or not self._thread.is_alive()  # noqa: E731
         with self._cond:
             self._accepting = False
             if not self._cond.wait_for(idle, timeout=timeout):
@@ -178,8 +190,7 @@ class EngineLoop:
         try:
             self.engine.add_request(s.prompt, s.config, request_id=s.request_id)
         except ValueError as e:
-            self._done(s.request_id)
-            s.sink.put(Failure(s.request_id, 400, str(e)))
+            self._release(s.request_id, Failure(s.request_id, 400, str(e)))
             return
         self._active[s.request_id] = s
         if s.config.trajectory:
@@ -198,13 +209,14 @@ class EngineLoop:
             s = self._active.get(e.request_id)
             if s is None:
                 continue
-            if e.finished:
-                del self._active[e.request_id]
-                self._trajectories.forget(e.request_id)
-                self._done(e.request_id)
-                if e.result is not None and e.result.finish_reason == "cancelled":
-                    self.metrics.cancelled.inc()
-            s.sink.put(e)
+            if not e.finished:
+                s.sink.put(e)
+                continue
+            del self._active[e.request_id]
+            self._trajectories.forget(e.request_id)
+            if self._release(e.request_id, e) is not None and e.result.finish_reason == "cancelled":
+                self.metrics.cancelled.inc()
+        self._release_lost()
         self._export_prefix_counters()
         scheduler = self.engine.scheduler
         self.metrics.batch_size.set(scheduler.num_running)
@@ -225,19 +237,33 @@ class EngineLoop:
                 counter.inc(delta)
         self._prefix_seen = now
 
-    def _done(self, request_id: str) -> None:
+    def _release(self, request_id: str, last: StepEvent | Failure | None = None) -> Submission | None:
+        """Free the choice's slot and deliver its last item (None: nobody listens any more). Exactly once per
+        choice: returns its submission the first time, None after (or for an unknown id)."""
         with self._cond:
-            self._num_in_flight -= 1
+            s = self._slots.pop(request_id, None)
             self._cond.notify_all()
+        if s is not None and last is not None:
+            s.sink.put(last)
+        return s
+
+    def _release_lost(self) -> None:
+        """A choice the engine no longer tracks that never got its finished event: release it with an error."""
+        rows = getattr(self.engine, "rows", None)
+        if rows is None:
+            return
+        for rid in [rid for rid in self._active if rid not in rows]:
+            log.error("engine dropped request %s without a result; releasing its slot", rid)
+            del self._active[rid]
+            self._trajectories.forget(rid)
+            self._release(rid, Failure(rid, 500, "internal error: the engine lost the request"))
 
     def _fail_all(self, message: str) -> None:
         with self._cond:
             self.error = message
             self._accepting = False
-            pending = list(self._active.values()) + self._inbox
+            pending = list(self._slots)
             self._active, self._inbox = {}, []
             self._trajectories = TrajectoryFeed()
-            self._num_in_flight = 0
-            self._cond.notify_all()
-        for s in pending:
-            s.sink.put(Failure(s.request_id, 500, message))
+        for rid in pending:
+            self._release(rid, Failure(rid, 500, message))

@@ -31,6 +31,12 @@ class Limits:
     max_prompt_tokens: int
     default_max_tokens: int
     default_mode: str
+    max_token_chars: int | None = None  # the tokenizer's longest vocabulary entry (see `check_prompt_chars`)
+
+    @property
+    def max_prompt_chars(self) -> int | None:
+        """Text longer than this cannot fit in max_prompt_tokens (None: no bound)."""
+        return None if self.max_token_chars is None else self.max_prompt_tokens * self.max_token_chars
 
 
 @dataclass(frozen=True)
@@ -43,15 +49,37 @@ class Job:
     prompt_tokens: int
 
 
+def check_prompt_chars(req: CompletionRequest | ChatCompletionRequest, limits: Limits) -> None:
+    """Reject text that cannot fit before tokenizing it (cheap: string lengths only). No token covers more than
+    `limits.max_token_chars` characters, so a text longer than `max_prompt_tokens * max_token_chars` characters has
+    more than `max_prompt_tokens` tokens."""
+    bound = limits.max_prompt_chars
+    if bound is None:
+        return
+    if isinstance(req, ChatCompletionRequest):
+        chars, param = sum(len(m.text()) for m in req.messages), "messages"
+    else:
+        texts = [req.prompt] if isinstance(req.prompt, str) else [p for p in req.prompt if isinstance(p, str)]
+        chars, param = max((len(t) for t in texts), default=0), "prompt"
+    if chars > bound:
+        raise invalid(param, f"the prompt has {chars} characters, more than {limits.max_prompt_tokens} tokens can "
+                             f"hold (no token of this model spans more than {limits.max_token_chars} characters); "
+                             f"this server accepts at most {limits.max_prompt_tokens} prompt tokens",
+                      "context_length_exceeded")
+
+
 def completion_prompts(req: CompletionRequest, tokenizer, limits: Limits) -> list[list[int]]:
-    """Token ids of each prompt (text is encoded as plain text: special-token spellings stay text)."""
+    """Token ids of each prompt (text is encoded as plain text: special-token spellings stay text; all texts in one
+    `encode_batch` call, which releases the GIL)."""
     raw = req.prompt
     if isinstance(raw, str) or (raw and isinstance(raw[0], int)):
         raw = [raw]
+    texts = [p for p in raw if isinstance(p, str)]
+    encoded = iter(tokenizer.encode_batch(texts) if texts else [])
     prompts = []
     for i, p in enumerate(raw):
         param = "prompt" if len(raw) == 1 else f"prompt[{i}]"
-        ids = tokenizer.encode(p) if isinstance(p, str) else list(p)
+        ids = next(encoded) if isinstance(p, str) else list(p)
         if not ids:
             raise invalid(param, f"{param} must not be empty", "empty_prompt")
         if isinstance(p, list):
@@ -67,7 +95,7 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer) -> list[int]:
     """The chat template applied to the messages (contents are plain text)."""
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
     try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, release_gil=True)
     except ValueError as e:
         raise invalid("messages", f"messages: {e}") from None
 

@@ -30,7 +30,16 @@ def _valid_unicode(text: str) -> str:
     return text
 
 
+def _stop_string(text: str) -> str:
+    if not text:
+        raise ValueError("an empty stop string is not allowed (it would end every completion at once)")
+    if len(text) > MAX_STOP_CHARS:
+        raise ValueError(f"a stop string may have at most {MAX_STOP_CHARS} characters, got {len(text)}")
+    return text
+
+
 Text = Annotated[str, AfterValidator(_valid_unicode)]
+StopText = Annotated[Text, AfterValidator(_stop_string)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -50,8 +59,7 @@ class DecodingFields(Strict):
     temperature: Annotated[Finite | None, Field(ge=0.0, le=2.0)] = None
     top_p: Annotated[Finite | None, Field(gt=0.0, le=1.0)] = None
     seed: Annotated[int | None, Field(ge=0, le=MAX_SEED)] = None
-    stop: Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)] | Annotated[
-        list[Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)]], Field(max_length=MAX_STOP)] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -58,4 +58,4 @@ def make_limits(engine: Engine, settings: ServerSettings) -> Limits:
     max_prompt = min(settings.max_prompt_tokens or max_len - 1, max_len - 1)
     return Limits(vocab_size=cfg.vocab_size, mask_id=engine.tokenizer.mask_id, max_model_len=max_len,
                   max_prompt_tokens=max_prompt, default_max_tokens=settings.default_max_tokens,
-                  default_mode=settings.default_mode)
+                  default_mode=settings.default_mode, max_token_chars=engine.tokenizer.max_token_chars)

@@ -75,6 +75,19 @@ def start_server(model: str | os.PathLike, args: Sequence[str] = (), startup_tim
     raise RuntimeError(f"redraft serve did not start:\n{last[-4000:]}")
 
 
+def wait_idle(server: str | httpx.Client, timeout: float = 30.0) -> int:
+    """Poll /health until no request is in flight (every admitted request released its slot) or `timeout` s pass.
+    server: a base URL ("http://127.0.0.1:PORT") or a client with the app at its root (e.g. FastAPI's TestClient).
+    Returns the last `in_flight` seen (0 when idle)."""
+    get = (lambda path: httpx.get(server + path, timeout=5.0)) if isinstance(server, str) else server.get
+    deadline = time.monotonic() + timeout
+    while True:
+        in_flight = get("/health").json().get("in_flight", 0)
+        if in_flight == 0 or time.monotonic() > deadline:
+            return in_flight
+        time.sleep(0.05)
+
+
 @contextmanager
 def running_server(model: str | os.PathLike, args: Sequence[str] = ()) -> Iterator[ServerProcess]:
     server = start_server(model, args)

@@ -1,13 +1,11 @@
 """Training: the Mixture M2T + T2T block-diffusion objective with Multi-Turn Forward, data, trainer, checkpoints."""
 
-from .config import OptimConfig, TrainConfig, load_config
-from .data import DataConfig
-from .masks import packed_dual_stream_mask
-from .noise import NoiseConfig, NoisedBatch, apply_noise
-from .objective import DiffusionObjective, TrainBatch
-from .prepare import PreparedData, load_prepared, prepare_data
-from .trainer import Trainer
+from redraft._lazy import lazy_package
 
-__all__ = ["DataConfig", "DiffusionObjective", "NoiseConfig", "NoisedBatch", "OptimConfig", "PreparedData",
-           "TrainBatch", "TrainConfig", "Trainer", "apply_noise", "load_config", "load_prepared",
-           "packed_dual_stream_mask", "prepare_data"]
+# public names, imported on first use (the CLI imports this package without torch)
+lazy_package(__name__, {
+    "DataConfig": ".data", "DiffusionObjective": ".objective", "NoiseConfig": ".noise", "NoisedBatch": ".noise",
+    "OptimConfig": ".config", "PreparedData": ".prepare", "TrainBatch": ".objective", "TrainConfig": ".config",
+    "Trainer": ".trainer", "apply_noise": ".noise", "load_config": ".config", "load_prepared": ".prepare",
+    "packed_dual_stream_mask": ".masks", "prepare_data": ".prepare"
+})

@@ -8,10 +8,11 @@
 See docs/quantization.md.
 """
 
-from .blocks import FP8_MAX, dequantize_block_fp8, quantize_block_fp8, scale_shape
-from .config import Fp8Config, resolve_quantization
-from .modules import Fp8ExpertBank, Fp8Linear
-from .transform import is_fp8, quantize_model
+from redraft._lazy import lazy_package
 
-__all__ = ["FP8_MAX", "Fp8Config", "Fp8ExpertBank", "Fp8Linear", "dequantize_block_fp8", "is_fp8",
-           "quantize_block_fp8", "quantize_model", "resolve_quantization", "scale_shape"]
+# public names, imported on first use (the CLI imports `fp8.commands` without torch)
+lazy_package(__name__, {
+    "FP8_MAX": ".blocks", "dequantize_block_fp8": ".blocks", "quantize_block_fp8": ".blocks", "scale_shape": ".blocks",
+    "Fp8Config": ".config", "resolve_quantization": ".config", "Fp8ExpertBank": ".modules", "Fp8Linear": ".modules",
+    "is_fp8": ".transform", "quantize_model": ".transform",
+})
