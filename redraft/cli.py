@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import signal
 import sys
+import threading
 
 # verb modules, each with `register(subparsers)`; a module that is not importable leaves its verbs out
 COMMAND_MODULES = (
@@ -72,6 +74,25 @@ def undecodable_argument(argv: list[str]) -> str | None:
     return None
 
 
+def _import_deferring_interrupts(*modules: str) -> None:
+    """Import `modules` with Ctrl-C held back until they are in: a KeyboardInterrupt in the middle of importing
+    torch (or numpy under it) leaves them half-initialised (seen: a hang, a RecursionError, an abort), so the
+    interrupt is raised after the import instead."""
+    if threading.current_thread() is not threading.main_thread():
+        for name in modules:
+            importlib.import_module(name)
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(sys.argv[1:] if argv is None else list(argv))
@@ -91,6 +112,7 @@ def _main(argv: list[str]) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    _import_deferring_interrupts("torch")  # every verb needs it; an interrupted torch import hangs or aborts
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:  # UnicodeDecodeError (a file that is not UTF-8) is a ValueError
