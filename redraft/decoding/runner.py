@@ -175,10 +175,10 @@ class ModelRunner:
         if any(c.forbid_mask_token for c in cfgs):
             forbid = torch.zeros(len(rows), self.model.config.vocab_size, dtype=torch.bool, device=dev)
             forbid[:, mask_id] = torch.tensor([c.forbid_mask_token for c in cfgs], device=dev)
-        settings = ([c.temperature for c in cfgs], [c.top_k for c in cfgs], [c.top_p for c in cfgs],
+        sampling = ([c.temperature for c in cfgs], [c.top_k for c in cfgs], [c.top_p for c in cfgs],
                     [r.generator for r in rows], num_edit, forbid)
-        top, prob = (top_tokens(logits, *settings) if parallel is None
-                     else parallel_top_tokens(parallel, logits, *settings))
+        top, prob = (top_tokens(logits, *sampling) if parallel is None
+                     else parallel_top_tokens(parallel, logits, *sampling))
         previous = None
         if any(r.previous is not None for r in rows):
             previous = torch.tensor([(r.previous[a:b] if r.previous is not None else [-1] * (b - a))
