@@ -1,4 +1,5 @@
-"""`redraft inspect PATH`: a checkpoint's architecture, parameter count, dtype and size."""
+"""`redraft inspect PATH`: a checkpoint's architecture, parameter count, dtype and size.
+`redraft merge BASE ADAPTER OUT`: fold a LoRA adapter into a full checkpoint (see `lora.py`)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,26 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_merge(args: argparse.Namespace) -> int:
+    from .lora import merge_adapter_checkpoint
+
+    out = merge_adapter_checkpoint(args.base, args.adapter, args.out, dtype=args.dtype)
+    print(json.dumps({"merged": str(out), "base": args.base, "adapter": args.adapter}))
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print a checkpoint's architecture, parameter count, dtype and size")
     p.add_argument("path", help="checkpoint directory or hub id")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_inspect)
+
+    p = sub.add_parser("merge", help="merge a LoRA adapter (PEFT layout) into its base: a full checkpoint",
+                       description="Fold W += alpha/r * B @ A into the base weights (in float32) and write a full "
+                                   "checkpoint with the base's tokenizer.")
+    p.add_argument("base", help="base checkpoint directory or hub id")
+    p.add_argument("adapter", help="adapter directory (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="saved dtype (default: the base's torch_dtype)")
+    p.set_defaults(func=run_merge)
