@@ -68,16 +68,20 @@ class LoraSettings:
                           base_model_name_or_path=str(base_model) if base_model is not None else None)
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings | None = None, peft_config=None) -> nn.Module:
+def apply_lora(model: nn.Module, settings: LoraSettings | None = None, peft_config=None, seed: int = 0) -> nn.Module:
     """Wrap the target linears of `model` in place (fresh adapter: B = 0) and freeze every other parameter.
-    Returns `model`. `peft_config`: a `peft.LoraConfig` to use instead of `settings` (loading a saved adapter)."""
+    Returns `model`. `peft_config`: a `peft.LoraConfig` to use instead of `settings` (loading a saved adapter).
+    seed: the A matrices' initialisation (PEFT draws from the global generator: forked here, so a run is a pure
+    function of its seed and the caller's random state is left alone)."""
     from peft import inject_adapter_in_model
 
     if is_lora(model):
         raise ValueError("apply_lora: the model already has LoRA adapters")
     config = peft_config if peft_config is not None else (settings or LoraSettings()).peft_config()
     model.requires_grad_(False)
-    inject_adapter_in_model(config, model, adapter_name=_ADAPTER)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, model, adapter_name=_ADAPTER)
     for name, p in model.named_parameters():
         p.requires_grad_(".lora_" in name)
     return model
