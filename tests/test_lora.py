@@ -145,3 +145,21 @@ def test_conformance_passes_on_a_merged_zero_b_adapter(parity_dir, tmp_path):
     lines: list[str] = []
     passed, failed = run_conformance(tmp_path, emit=lines.append)
     assert failed == 0 and passed == len(spec["cases"]), "\n".join(lines)
+
+
+def test_generate_with_adapter_merges_it(base, tiny_checkpoint, tmp_path, capsys):
+    from redraft.cli import main
+    from redraft.model.lora import load_merged
+
+    apply_lora(base, LoraSettings(r=4))
+    _randomise_b(base, std=0.05)
+    ids = _ids(base.config.vocab_size, seed=6)
+    want = base.eval()(ids).logits
+    save_adapter(base, tmp_path / "adapter")
+    merged = load_merged(tiny_checkpoint, tmp_path / "adapter")
+    assert not is_lora(merged) and (merged(ids).logits - want).abs().max() <= 1e-4
+    args = [str(tiny_checkpoint), "hello", "--max-new-tokens", "8"]
+    assert main(["generate", *args]) == 0
+    plain = capsys.readouterr().out
+    assert main(["generate", *args, "--adapter", str(tmp_path / "adapter")]) == 0
+    assert capsys.readouterr().out != plain  # the adapter changes what the model writes

@@ -40,12 +40,13 @@ def config_from_args(args: argparse.Namespace, **extra) -> DecodeConfig:
     return preset(args.mode, **changes, **extra)
 
 
-def load(path: str | None):
-    from redraft.model import load_model
+def load(path: str | None, adapter: str | None = None):
+    """The model (with a LoRA `adapter` merged in, when given) and its tokenizer."""
+    from redraft.model.lora import load_merged
     from redraft.model.tokenizer import load_tokenizer
 
     root = resolve_model_dir(path)
-    return load_model(root), load_tokenizer(root)
+    return load_merged(root, adapter), load_tokenizer(root)
 
 
 def print_stats(result, file=sys.stderr) -> None:
@@ -61,7 +62,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if len(args.inputs) > 2:
         raise ValueError(f"generate takes [MODEL] PROMPT, got {len(args.inputs)} arguments")
     model_path, prompt = (None, args.inputs[0]) if len(args.inputs) == 1 else args.inputs
-    model, tok = load(model_path)
+    model, tok = load(model_path, args.adapter)
     config = config_from_args(args, trajectory=bool(args.show or args.trace))
     ids = tok.apply_chat_template([{"role": "user", "content": prompt}]) if args.chat else tok.encode(prompt)
     engine = Engine(model, tok, max_batch_size=1)
@@ -95,7 +96,7 @@ def stream_to_stdout(engine):
 def run_chat(args: argparse.Namespace) -> int:
     from .engine import Engine
 
-    model, tok = load(args.model)
+    model, tok = load(args.model, args.adapter)
     config = config_from_args(args)
     engine = Engine(model, tok, max_batch_size=1)
     messages = []
@@ -130,6 +131,8 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     for flag, (field, value) in _SWITCHES.items():
         p.add_argument("--" + flag.replace("_", "-"), action="store_true", help=f"set DecodeConfig.{field}={value}")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--adapter", metavar="DIR", default=None,
+                   help="LoRA adapter (PEFT layout) to merge into the model before decoding")
 
 
 def register(sub) -> None:

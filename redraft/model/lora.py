@@ -227,3 +227,29 @@ def merge_adapter_checkpoint(base: str | os.PathLike, adapter: str | os.PathLike
     merge_lora(model)
     tokenizer = Tokenizer.from_dir(root) if (root / "tokenizer.json").exists() else None
     return save_model(model.to(target), out, tokenizer=tokenizer)
+
+
+def load_merged(base: str | os.PathLike, adapter: str | os.PathLike | None = None,
+                dtype: torch.dtype | str | None = None, device: torch.device | str = "cpu") -> nn.Module:
+    """`load_model(base)` with `adapter` (a LoRA directory) merged in: loaded and merged in float32 on CPU, then cast
+    to `dtype` (default the base's `torch_dtype`) and moved to `device` (`--adapter` of generate, chat, serve)."""
+    from .config import LLaDA2MoeConfig
+    from .loading import load_model, resolve_checkpoint
+
+    if adapter is None:
+        return load_model(base, dtype=dtype, device=device)
+    root = resolve_checkpoint(base)
+    peft_config = read_adapter_config(adapter)
+    target = dtype or LLaDA2MoeConfig.from_file(root / "config.json").torch_dtype
+    model = load_model(root, dtype=torch.float32)
+    apply_lora(model, peft_config=peft_config)
+    load_adapter_weights(model, adapter)
+    merge_lora(model)
+    if isinstance(target, str):
+        target = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(target, target)
+        target = getattr(torch, target, None)
+    if target not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    model = model.to(dtype=target, device=device).eval()
+    model.config.torch_dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[target]
+    return model

@@ -36,6 +36,8 @@ def register(subparsers) -> None:
                    help="torch CPU threads (default: torch's choice; 1 suits small models on busy machines)")
     p.add_argument("--batch-invariant", choices=["auto", "on", "off"], default="auto",
                    help="a request's tokens never depend on the rest of the batch, bit for bit (auto: on CPU)")
+    p.add_argument("--adapter", metavar="DIR", default=None,
+                   help="LoRA adapter (PEFT layout) merged into the model at load")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=serve)
 
@@ -62,7 +64,8 @@ def serve(args: argparse.Namespace) -> int:
                               default_max_tokens=args.default_max_tokens, default_mode=args.mode,
                               max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout,
                               prefix_cache_slots=args.prefix_cache_slots, device=args.device, dtype=args.dtype,
-                              batch_invariant={"auto": None, "on": True, "off": False}[args.batch_invariant])
+                              batch_invariant={"auto": None, "on": True, "off": False}[args.batch_invariant],
+                              adapter=args.adapter)
     app = create_app(model, settings)
     run_server(app, host=args.host, port=args.port, log_level=args.log_level, shutdown_timeout=args.shutdown_timeout)
     return 0
