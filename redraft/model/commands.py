@@ -1,5 +1,6 @@
 """`redraft inspect PATH`: a checkpoint's architecture, parameter count, dtype and size.
-`redraft merge BASE ADAPTER OUT`: fold a LoRA adapter into a full checkpoint (see `lora.py`)."""
+`redraft merge BASE ADAPTER OUT`: fold a LoRA adapter into a full checkpoint (see `lora.py`).
+`redraft convert SRC DST`: an AR causal LM (Ling, Qwen3, Llama) onto the LLaDA2-MoE layout (see `convert.py`)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,16 @@ def run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.dst, allow_resize=not args.no_resize)
+    cfg = json.loads((out / "config.json").read_text())
+    print(json.dumps({"converted": str(out), "from": cfg.get("converted_from", cfg.get("model_type")),
+                      "vocab_size": cfg["vocab_size"], "layers": cfg["num_hidden_layers"]}))
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print a checkpoint's architecture, parameter count, dtype and size")
     p.add_argument("path", help="checkpoint directory or hub id")
@@ -87,3 +98,13 @@ def register(sub) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="saved dtype (default: the base's torch_dtype)")
     p.set_defaults(func=run_merge)
+
+    p = sub.add_parser("convert", help="convert an AR causal LM (Ling, Qwen3, Llama) to the LLaDA2-MoE layout",
+                       description="Map a Hugging Face causal LM folder (config.json, safetensors, tokenizer.json) "
+                                   "onto LLaDA2-MoE names, add the <|mask|> token and write config, weights, "
+                                   "tokenizer and chat template. Continue with a diffusion run (configs/convert-*.yaml).")
+    p.add_argument("src", help="source checkpoint directory")
+    p.add_argument("dst", help="output directory")
+    p.add_argument("--no-resize", action="store_true",
+                   help="fail instead of growing the embedding when it has no free row for <|mask|>")
+    p.set_defaults(func=run_convert)
