@@ -102,7 +102,8 @@ def register(sub) -> None:
     p = sub.add_parser("convert", help="convert an AR causal LM (Ling, Qwen3, Llama) to the LLaDA2-MoE layout",
                        description="Map a Hugging Face causal LM folder (config.json, safetensors, tokenizer.json) "
                                    "onto LLaDA2-MoE names, add the <|mask|> token and write config, weights, "
-                                   "tokenizer and chat template. Continue with a diffusion run (configs/convert-*.yaml).")
+                                   "tokenizer and chat template. Continue with a diffusion run "
+                                   "(configs/convert-*.yaml).")
     p.add_argument("src", help="source checkpoint directory")
     p.add_argument("dst", help="output directory")
     p.add_argument("--no-resize", action="store_true",

@@ -145,8 +145,8 @@ def _read_state(root: Path) -> dict[str, Tensor]:
 
 
 def add_mask_token(src: Path, vocab_rows: int, allow_resize: bool = True):
-    """(tokenizer with `<|mask|>`, mask id, rows the embedding needs, whether the token was added). ValueError for a tokenizer larger than the
-    embedding, a non-special `<|mask|>`, or no room when resizing is not allowed."""
+    """(tokenizer with `<|mask|>`, mask id, rows the embedding needs, whether the token was added). ValueError for
+    a tokenizer larger than the embedding, a non-special `<|mask|>`, or no room when resizing is not allowed."""
     from tokenizers import AddedToken
     from tokenizers import Tokenizer as HFTokenizer
 
@@ -156,7 +156,8 @@ def add_mask_token(src: Path, vocab_rows: int, allow_resize: bool = True):
     if not tok_file.exists():
         raise ValueError(f"convert: {src}: no tokenizer.json (a fast tokenizer is needed)")
     hf = HFTokenizer.from_file(str(tok_file))
-    config = json.loads((src / "tokenizer_config.json").read_text()) if (src / "tokenizer_config.json").exists() else {}
+    config_file = src / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
     size = hf.get_vocab_size(with_added_tokens=True)
     if size > vocab_rows:
         raise ValueError(f"convert: the tokenizer has {size} tokens but the embedding only {vocab_rows} rows")

@@ -171,14 +171,18 @@ def load_adapter_weights(model: nn.Module, directory: str | os.PathLike) -> None
     missing = sorted(set(params) - set(saved))
     unexpected = sorted(set(saved) - set(params))
     if missing or unexpected:
-        raise ValueError(f"{path}: adapter does not fit this model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}"
-                         f" unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        raise ValueError(f"{path}: adapter does not fit this model: missing {_first(missing)}, "
+                         f"unexpected {_first(unexpected)}")
     with torch.no_grad():
         for name, p in params.items():
             if tuple(saved[name].shape) != tuple(p.shape):
                 raise ValueError(f"{path}: tensor {name!r} has shape {tuple(saved[name].shape)}, the model expects "
                                  f"{tuple(p.shape)}")
             p.copy_(saved[name])
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" (and {len(names) - n} more)" if len(names) > n else "") if names else "none"
 
 
 def load_adapter(model: nn.Module, directory: str | os.PathLike, merge: bool = True) -> nn.Module:
