@@ -110,3 +110,24 @@ def test_two_processes_give_the_single_process_gradient(tiny_checkpoint, tmp_pat
         last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
         norms.append(last["grad_norm"])
     assert norms[0] == pytest.approx(norms[1], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ebpo_with_lora_trains_the_adapter_only(tiny_checkpoint, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    raw = {**raw_config(tiny_checkpoint, tmp_path / "lora"), "steps": 1, "epochs": 1, "eval_size": 0,
+           "lora": {"r": 4, "alpha": 8}}
+    recipe = EBPORecipe(config_from_dict(raw))
+    recipe.run()
+    optimised = {id(p) for group in recipe.optimizer.param_groups for p in group["params"]}
+    names = [n for n, p in recipe.model.named_parameters() if id(p) in optimised]
+    assert names and all(".lora_" in n for n in names)
+    final = tmp_path / "lora" / "final"
+    assert (final / "adapter_config.json").exists() and not (final / "model.safetensors").exists()
+    tensors = load_file(str(final / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in tensors.items())  # B moved off zero
+    trained = {n.replace(".base_layer", ""): p for n, p in recipe.model.named_parameters() if ".lora_" not in n}
+    base = dict(load_model(tiny_checkpoint, dtype=torch.float32).named_parameters())
+    assert trained.keys() == base.keys() and all(torch.equal(trained[n], base[n]) for n in base)  # base frozen

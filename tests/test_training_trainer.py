@@ -29,7 +29,7 @@ def tiny_config(out: Path, **over) -> dict:
         "expert_bias_update_rate": 0.001,
     }
     for key, value in over.items():
-        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return raw
 
 
@@ -124,3 +124,55 @@ def test_task_configs_reach_the_task_and_bad_fields_are_named():
         DataConfig(stdlib=False, tasks={"sorting": 4}, task_configs={"sorting": {"max_valu": 3}})
     with pytest.raises(ValueError, match="not in data.tasks"):
         DataConfig(stdlib=False, tasks={"sorting": 4}, task_configs={"reverse": {}})
+
+
+def lora_config(out: Path, base: Path, **over) -> dict:
+    raw = tiny_config(out, init_from=str(base), expert_bias_update_rate=0.0, steps=12, save_every=6, eval_every=6,
+                      optim={"lr": 1e-2}, lora={"r": 4, "alpha": 8})
+    raw["data"] = {**raw["data"], "tokenizer_path": str(base)}
+    raw.pop("model")
+    for key, value in over.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return raw
+
+
+def test_lora_run_trains_only_the_adapter_and_resumes_exactly(tiny_checkpoint, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from redraft.model.lora import load_adapter
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    trainer = Trainer(config_from_dict(lora_config(full, tiny_checkpoint)))
+    summary = trainer.run()
+    optimised = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert summary["trainable_parameters"] == sum(p.numel() for p in optimised) < summary["parameters"] // 10
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    assert all(".lora_" in names[id(p)] for p in optimised)
+    assert (full / "final" / "adapter_config.json").exists() and not (full / "final" / "model.safetensors").exists()
+    curve = [loss for _, loss in losses(full)]
+    assert curve[-1] < curve[0], curve
+    # the adapter moved the model; the base stayed as it was
+    base = load_model(tiny_checkpoint, dtype=torch.float32)
+    ids = torch.arange(1, 33)[None]
+    adapted = load_adapter(load_model(tiny_checkpoint, dtype=torch.float32), full / "final")
+    assert (adapted(ids).logits - base(ids).logits).abs().max() > 1e-3
+
+    data = {"prepared": str(full / "data")}
+    Trainer(config_from_dict(lora_config(cut, tiny_checkpoint, data=data))).run(stop_after=8)
+    Trainer(config_from_dict(lora_config(cut, tiny_checkpoint, data=data)), resume=True).run()  # from step 6
+    assert losses(cut) == losses(full)
+    a = load_file(str(full / "final" / "adapter_model.safetensors"))
+    b = load_file(str(cut / "final" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_config_errors_name_the_field(tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="init_from"):
+        config_from_dict(tiny_config(tmp_path, expert_bias_update_rate=0.0, lora={"r": 4}))
+    with pytest.raises(ValueError, match="expert_bias_update_rate"):
+        config_from_dict({**lora_config(tmp_path, tiny_checkpoint), "expert_bias_update_rate": 0.01})
+    with pytest.raises(ValueError, match="lora.rank"):
+        config_from_dict(lora_config(tmp_path, tiny_checkpoint, lora={"rank": 4}))
+    with pytest.raises(ValueError, match="lora.targets"):
+        config_from_dict(lora_config(tmp_path, tiny_checkpoint, lora={"targets": ["experts"]}))

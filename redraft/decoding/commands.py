@@ -40,12 +40,13 @@ def config_from_args(args: argparse.Namespace, **extra) -> DecodeConfig:
     return preset(args.mode, **changes, **extra)
 
 
-def load(path: str | None, quantization: str | None = None):
-    from redraft.model import load_model
+def load(path: str | None, quantization: str | None = None, adapter: str | None = None):
+    """The model (with a LoRA `adapter` merged in and FP8 `quantization`, when given) and its tokenizer."""
+    from redraft.model.lora import load_merged
     from redraft.model.tokenizer import load_tokenizer
 
     root = resolve_model_dir(path)
-    return load_model(root, quantization=quantization), load_tokenizer(root)
+    return load_merged(root, adapter, quantization=quantization), load_tokenizer(root)
 
 
 def print_stats(result, file=None) -> None:
@@ -95,10 +96,11 @@ def run_generate(args: argparse.Namespace) -> int:
     model_path, prompt = prompt_from_args(args.inputs, args.file)
     parallel = parallel_from_args(args)
     if parallel is not None:
-        if args.quantization:
-            raise ValueError("--quantization with --tp is not supported yet (run FP8 on one device, or --tp in bf16)")
+        if args.quantization or args.adapter:
+            raise ValueError("--quantization and --adapter with --tp are not supported yet (merge the adapter with "
+                             "`redraft merge`; run FP8 on one device)")
         return _run_generate_parallel(args, model_path, prompt, parallel)
-    model, tok = load(model_path, args.quantization)
+    model, tok = load(model_path, args.quantization, args.adapter)
     config = config_from_args(args, trajectory=bool(args.show or args.trace))
     ids = tok.apply_chat_template([{"role": "user", "content": prompt}]) if args.chat else tok.encode(prompt)
     engine = Engine(model, tok, max_batch_size=1)
@@ -169,7 +171,7 @@ def stream_to_stdout(engine):
 def run_chat(args: argparse.Namespace) -> int:
     from .engine import Engine
 
-    model, tok = load(args.model, args.quantization)
+    model, tok = load(args.model, args.quantization, args.adapter)
     config = config_from_args(args)
     engine = Engine(model, tok, max_batch_size=1)
     messages = []
@@ -224,6 +226,8 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     from redraft.model.fp8.commands import add_quantization_argument
 
     add_quantization_argument(p)
+    p.add_argument("--adapter", metavar="DIR", default=None,
+                   help="LoRA adapter (PEFT layout) to merge into the model before decoding")
 
 
 def register(sub) -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LLaDA2MoeConfig
-from .invariant import RowTiles, dense_tile, tiled_linear
+from .invariant import RowTiles, apply_linear, dense_tile
 from .layers import RMSNorm, apply_rotary, rms_norm
 from .masks import KeyGroup
 
@@ -40,7 +40,7 @@ class Attention(nn.Module):
         """
         bsz, t, _ = x.shape
         tile = dense_tile(tiles)
-        qkv = tiled_linear(x, self.query_key_value.weight, self.query_key_value.bias, tile)
+        qkv = apply_linear(self.query_key_value, x, tile)
         qkv = qkv.view(bsz, t, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         # q and k heads side by side: one norm and one rotation for both (elementwise, so the same bits)
         qk, v = qkv.transpose(1, 2).split([self.num_heads + self.num_kv_heads, self.num_kv_heads], dim=1)
@@ -64,4 +64,4 @@ class Attention(nn.Module):
                                                              v[g.rows].gather(2, idx), attn_mask=g.mask,
                                                              enable_gqa=gqa)
         out = out.transpose(1, 2).reshape(bsz, t, self.num_heads * self.head_dim)
-        return tiled_linear(out, self.dense.weight, self.dense.bias, tile), new_kv
+        return apply_linear(self.dense, out, tile), new_kv

@@ -1,5 +1,7 @@
 """`redraft inspect PATH`: a checkpoint's architecture, parameter count, dtype and size (and its FP8 size);
-`redraft inspect --shape mini|flash`: the same for a released model's shape, without a checkpoint."""
+`redraft inspect --shape mini|flash`: the same for a released model's shape, without a checkpoint.
+`redraft merge BASE ADAPTER OUT`: fold a LoRA adapter into a full checkpoint (see `lora.py`).
+`redraft convert SRC DST`: an AR causal LM (Ling, Qwen3, Llama) onto the LLaDA2-MoE layout (see `convert.py`)."""
 
 from __future__ import annotations
 
@@ -91,6 +93,24 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_merge(args: argparse.Namespace) -> int:
+    from .lora import merge_adapter_checkpoint
+
+    out = merge_adapter_checkpoint(args.base, args.adapter, args.out, dtype=args.dtype)
+    print(json.dumps({"merged": str(out), "base": args.base, "adapter": args.adapter}))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.dst, allow_resize=not args.no_resize)
+    cfg = json.loads((out / "config.json").read_text())
+    print(json.dumps({"converted": str(out), "from": cfg.get("converted_from", cfg.get("model_type")),
+                      "vocab_size": cfg["vocab_size"], "layers": cfg["num_hidden_layers"]}))
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print a checkpoint's architecture, parameter count, dtype and size")
     p.add_argument("path", nargs="?", default=None, help="checkpoint directory or hub id")
@@ -104,6 +124,28 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "fp8"], default=None,
                    help="weight dtype for the memory table (fp8: estimate; default: the config's torch_dtype)")
     p.set_defaults(func=run_inspect)
+
+    p = sub.add_parser("merge", help="merge a LoRA adapter (PEFT layout) into its base: a full checkpoint",
+                       description="Fold W += alpha/r * B @ A into the base weights (in float32) and write a full "
+                                   "checkpoint with the base's tokenizer.")
+    p.add_argument("base", help="base checkpoint directory or hub id")
+    p.add_argument("adapter", help="adapter directory (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="saved dtype (default: the base's torch_dtype)")
+    p.set_defaults(func=run_merge)
+
+    p = sub.add_parser("convert", help="convert an AR causal LM (Ling, Qwen3, Llama) to the LLaDA2-MoE layout",
+                       description="Map a Hugging Face causal LM folder (config.json, safetensors, tokenizer.json) "
+                                   "onto LLaDA2-MoE names, add the <|mask|> token and write config, weights, "
+                                   "tokenizer and chat template. Continue with a diffusion run "
+                                   "(configs/convert-*.yaml).")
+    p.add_argument("src", help="source checkpoint directory")
+    p.add_argument("dst", help="output directory")
+    p.add_argument("--no-resize", action="store_true",
+                   help="fail instead of growing the embedding when it has no free row for <|mask|>")
+    p.set_defaults(func=run_convert)
+
     from .fp8.commands import register as register_quantize
 
     register_quantize(sub)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,19 @@ def tiled_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, tile: in
         for s in range(0, flat.shape[0], tile):
             gemm(flat[s:s + tile], out=out[s:s + tile])
     return out[:lead.numel()].view(*lead, weight.shape[0])
+
+
+def apply_linear(module: nn.Module, x: Tensor, tile: int | None = None) -> Tensor:
+    """A token-wise linear layer's forward: a plain `nn.Linear` through `tiled_linear` (row tiles when `tile` is
+    set); a module that declares `takes_row_tiles` (an FP8 linear, `model/fp8`) is called with the tile; any other
+    module in its place (a PEFT LoRA wrapper, see `redraft/model/lora.py`) is called as a module, so its own forward
+    (base + adapter) runs. Such a wrapper is not batch invariant under `tile`: merge the adapter first
+    (`redraft merge`, `--adapter` does so) for bit-exact decoding."""
+    if type(module) is nn.Linear:
+        return tiled_linear(x, module.weight, module.bias, tile)
+    if getattr(module, "takes_row_tiles", False):
+        return module(x, tile)
+    return module(x)
 
 
 def needs_grad(x: Tensor, weight: Tensor) -> bool:

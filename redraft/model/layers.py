@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .invariant import RowTiles, dense_tile, tiled_linear
+from .invariant import RowTiles, apply_linear, dense_tile
 
 
 class RMSNorm(nn.Module):
@@ -83,17 +83,24 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, tiles: RowTiles | None = None) -> Tensor:
         """tiles: row tiles of a batch-invariant forward (see `invariant.py`); None: one GEMM per projection."""
         tile = dense_tile(tiles)
-        gate, up = tiled_linear(x, self.gate_up_proj.weight, self.gate_up_proj.bias, tile).chunk(2, dim=-1)
-        return tiled_linear(F.silu(gate) * up, self.down_proj.weight, self.down_proj.bias, tile)
+        gate, up = apply_linear(self.gate_up_proj, x, tile).chunk(2, dim=-1)
+        return apply_linear(self.down_proj, F.silu(gate) * up, tile)
+
+
+# the fused tensors split into gate/up halves: weight_scale_inv = FP8 block scales (model/fp8); base_layer.*: under a
+# PEFT LoRA wrapper
+_FUSED = ("weight", "bias", "weight_scale_inv", "base_layer.weight", "base_layer.bias")
 
 
 def _split_gate_up(module: MLP, state_dict, prefix: str, local_metadata) -> None:
-    """State dict: `gate_up_proj.*` -> official `gate_proj.*` and `up_proj.*` (views), in the official order."""
+    """State dict: `gate_up_proj.*` -> official `gate_proj.*` and `up_proj.*` (views), in the official order.
+    Adapter tensors of a wrapped `gate_up_proj` (`lora_A`, `lora_B`: one adapter over the fused matrix) keep their
+    names."""
     tail = {k: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
     for key, value in tail.items():
         name = key[len(prefix):]
-        if name.startswith("gate_up_proj."):
-            suffix = name[len("gate_up_proj."):]
+        suffix = name[len("gate_up_proj."):] if name.startswith("gate_up_proj.") else None
+        if suffix in _FUSED:
             state_dict[f"{prefix}gate_proj.{suffix}"], state_dict[f"{prefix}up_proj.{suffix}"] = value.chunk(2, 0)
         else:
             state_dict[key] = value
@@ -102,7 +109,7 @@ def _split_gate_up(module: MLP, state_dict, prefix: str, local_metadata) -> None
 def _join_gate_up(module: MLP, state_dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys,
                   error_msgs) -> None:
     """Loading: official `gate_proj.*` + `up_proj.*` -> `gate_up_proj.*` (when both halves are there)."""
-    for suffix in ("weight", "bias", "weight_scale_inv"):  # weight_scale_inv: FP8 block scales (model/fp8)
+    for suffix in _FUSED:
         gate, up = f"{prefix}gate_proj.{suffix}", f"{prefix}up_proj.{suffix}"
         if gate in state_dict and up in state_dict:
             state_dict[f"{prefix}gate_up_proj.{suffix}"] = torch.cat([state_dict.pop(gate), state_dict.pop(up)])

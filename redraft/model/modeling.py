@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .attention import Attention
 from .config import LLaDA2MoeConfig
-from .invariant import RowTiles, dense_tile, tiled_linear
+from .invariant import RowTiles, apply_linear, dense_tile
 from .kv_cache import KV, KVCache
 from .layers import MLP, RMSNorm, RotaryEmbedding
 from .masks import BlockLayout, KeyGroup, ragged_key_groups, window_mask
@@ -114,7 +114,7 @@ class LLaDA2MoeModelLM(nn.Module):
             new_kv.append(kv)
         if logits_index is not None:
             h = h.gather(1, logits_index[:, :, None].expand(-1, -1, h.shape[-1]))
-        logits = tiled_linear(self.model.norm(h), self.lm_head.weight, self.lm_head.bias, dense_tile(tiles)).float()
+        logits = apply_linear(self.lm_head, self.model.norm(h), dense_tile(tiles)).float()
         return ModelOutput(logits=logits, new_kv=new_kv)
 
     def reset_non_persistent_buffers(self) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 
-from redraft.training.config import OptimConfig, apply_override, read_config_file
+from redraft.model.lora import LoraSettings
+from redraft.training.config import OptimConfig, apply_override, lora_section, read_config_file
 
 from .advantages import AdvantageConfig
 from .likelihood import ElboConfig
@@ -32,7 +33,8 @@ def _rl_optim() -> OptimConfig:
 @dataclass
 class RLConfig:
     """init_from: the policy's starting checkpoint (HF layout). reference_from: the KL reference (default
-    init_from; loaded only when loss.kl_coef > 0). task / task_config: the synthetic task whose train split gives the
+    init_from; loaded only when loss.kl_coef > 0). lora: train a LoRA adapter on init_from (see `LoraSettings`;
+    checkpoints then hold the adapter). task / task_config: the synthetic task whose train split gives the
     prompts and whose eval split gives held-out accuracy. train_pool: distinct train prompts drawn once (seed).
     steps: rollout iterations; prompts_per_step P (each sampled rollout.group_size times); epochs: optimisation
     passes per rollout batch; group_noise: the G samples of a prompt share their ELBO mask seed (coupled noise:
@@ -69,6 +71,7 @@ class RLConfig:
     device: str = "auto"
     parallel: str = "ddp"
     max_time_s: float | None = None
+    lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.init_from:
@@ -147,6 +150,7 @@ def config_from_dict(raw: dict[str, Any]) -> RLConfig:
                 raise ValueError(f"rewards entry {s!r}: needs 'kind', allows only kind/weight/config")
         kwargs["rewards"] = [RewardSpec(s["kind"], float(s.get("weight", 1.0)), dict(s.get("config") or {}))
                              for s in specs]
+    kwargs["lora"] = lora_section(kwargs.get("lora"))
     return RLConfig(**kwargs)
 
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from redraft.evaluation.tasks import get_task
 from redraft.model import load_model
+from redraft.model.lora import apply_lora, load_adapter_weights
 from redraft.model.tokenizer import load_tokenizer
 from redraft.training.checkpoint import export_model, latest_checkpoint, load_trainer_state, save_checkpoint
 from redraft.training.distributed import cleanup, full_state, init_distributed, load_full_state, unwrap, wrap_model
@@ -53,7 +54,14 @@ class EBPORecipe:
         ckpt = latest_checkpoint(self.out) if self.resume else None
         source = ckpt or cfg.init_from
         self.tokenizer = load_tokenizer(source)
-        model = load_model(source, dtype=torch.float32).to(info.device).train()
+        if cfg.lora is not None:  # frozen base + adapter (a checkpoint holds the adapter only)
+            model = load_model(cfg.init_from, dtype=torch.float32).train()
+            apply_lora(model, cfg.lora, seed=cfg.seed)
+            if ckpt is not None:
+                load_adapter_weights(model, ckpt)
+            model = model.to(info.device)
+        else:
+            model = load_model(source, dtype=torch.float32).to(info.device).train()
         self.model_config = model.config
         sharded = info.is_distributed and cfg.parallel == "fsdp"
         # decoding runs rank-locally (rows differ per rank), so under FSDP2 it uses an unsharded copy (made before
@@ -259,13 +267,15 @@ class EBPORecipe:
                 if step % cfg.save_every == 0 or step == cfg.steps:
                     save_checkpoint(self.out, step, self.model, self.model_config, self.optimizer, self.gen,
                                     self.tokenizer,
-                                    {"config": cfg.to_dict(), "recipe": "ebpo"}, info, cfg.keep_checkpoints)
+                                    {"config": cfg.to_dict(), "recipe": "ebpo"}, info, cfg.keep_checkpoints,
+                                    base_model=cfg.init_from)
                 if stop_after is not None and step - self.start_step >= stop_after:
                     return record
                 if cfg.max_time_s is not None and time.perf_counter() - t0 > cfg.max_time_s:
                     break
         final = self.out / "final"
-        export_model(self.model, self.model_config, final, self.tokenizer, torch.float32, info)
+        export_model(self.model, self.model_config, final, self.tokenizer, torch.float32, info,
+                     base_model=cfg.init_from)
         summary = {"steps": step, "time_s": round(time.perf_counter() - t0, 1), "last": record,
                    "world_size": info.world_size}
         if info.is_main:

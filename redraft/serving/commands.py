@@ -39,6 +39,8 @@ def register(subparsers) -> None:
                    help="torch CPU threads (default: torch's choice; 1 suits small models on busy machines)")
     p.add_argument("--batch-invariant", choices=["auto", "on", "off"], default="auto",
                    help="a request's tokens never depend on the rest of the batch, bit for bit (auto: on CPU)")
+    p.add_argument("--adapter", metavar="DIR", default=None,
+                   help="LoRA adapter (PEFT layout) merged into the model at load")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (spawned workers; see docs/parallel.md)")
@@ -71,10 +73,12 @@ def serve(args: argparse.Namespace) -> int:
                               max_body_bytes=args.max_body_bytes, shutdown_timeout=args.shutdown_timeout,
                               prefix_cache_slots=args.prefix_cache_slots, device=args.device, dtype=args.dtype,
                               quantization=args.quantization,
-                              batch_invariant={"auto": None, "on": True, "off": False}[args.batch_invariant])
+                              batch_invariant={"auto": None, "on": True, "off": False}[args.batch_invariant],
+                              adapter=args.adapter)
     if args.tp != 1 or args.ep != 1:
-        if args.quantization:
-            raise ValueError("--quantization with --tp is not supported yet (run FP8 on one device, or --tp in bf16)")
+        if args.quantization or args.adapter:
+            raise ValueError("--quantization and --adapter with --tp are not supported yet (merge the adapter with "
+                             "`redraft merge`; run FP8 on one device)")
         from redraft.model.parallel import ParallelConfig
 
         from .parallel_serve import serve_parallel

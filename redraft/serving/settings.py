@@ -21,7 +21,8 @@ class ServerSettings:
     device: where a checkpoint directory is loaded ("cpu", "cuda", "cuda:1"). dtype: parameter dtype (float32,
     bfloat16, float16; None = the checkpoint's). quantization: None, "fp8" or "fp8-all" (per-block FP8 weights, see
     `redraft.load_model`). batch_invariant: a request's tokens do not depend on what else is in
-    the running batch, bit for bit (None = on CPU, off on CUDA; see `redraft.decoding.Engine`)."""
+    the running batch, bit for bit (None = on CPU, off on CUDA; see `redraft.decoding.Engine`). adapter: a LoRA
+    adapter directory (PEFT layout) merged into the checkpoint at load (None = none)."""
 
     model_name: str | None = None
     max_batch_size: int = 32
@@ -37,6 +38,7 @@ class ServerSettings:
     dtype: str | None = None
     batch_invariant: bool | None = None
     quantization: str | None = None
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("max_batch_size", 1), ("max_queue", 0), ("default_max_tokens", 1),

@@ -41,11 +41,12 @@ def build_engine(engine_or_path: Engine | str | Path, settings: ServerSettings) 
     path = Path(engine_or_path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")
-    from redraft.model import load_model
+    from redraft.model.lora import load_merged
     from redraft.model.tokenizer import load_tokenizer
 
-    model, tokenizer = load_model(path, dtype=settings.dtype, device=settings.device,
-                                  quantization=settings.quantization), load_tokenizer(path)
+    model = load_merged(path, settings.adapter, dtype=settings.dtype, device=settings.device,
+                        quantization=settings.quantization)
+    tokenizer = load_tokenizer(path)
     prefix = PrefixCache(settings.prefix_cache_slots) if settings.prefix_cache_slots else None
     engine = Engine(model, tokenizer, max_batch_size=settings.max_batch_size, prefix_index=prefix,
                     batch_invariant=settings.batch_invariant)

@@ -1,6 +1,7 @@
 """Trainer checkpoints: a Hugging Face model folder (loadable by `load_model`) plus the exact-resume state.
 
-Layout of `OUTPUT/checkpoints/step_00000100/`: config.json, model.safetensors (float32, exact), tokenizer files,
+Layout of `OUTPUT/checkpoints/step_00000100/`: config.json, model.safetensors (float32, exact; a LoRA run writes the
+adapter instead: adapter_config.json + adapter_model.safetensors, PEFT layout), tokenizer files,
 `trainer.json` (step, world size, config), `trainer_state_rank{r}.safetensors` + `.json` (optimiser state and noise
 RNG of rank r, no pickle: see `resume_state.py`; sharded under FSDP2, so resume with the same world size), and
 `COMPLETE`, written last: a folder without it is ignored.
@@ -19,9 +20,10 @@ import torch
 from torch import nn
 
 from redraft.model import LLaDA2MoeModelLM, save_model
+from redraft.model.lora import adapter_state, is_lora, save_adapter
 from redraft.model.tokenizer import Tokenizer
 
-from .distributed import DistInfo, barrier, full_state, load_full_state
+from .distributed import DistInfo, barrier, full_state, load_full_state, unwrap
 from .resume_state import load_resume_state, save_resume_state
 
 COMPLETE = "COMPLETE"
@@ -38,8 +40,16 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def export_model(model: nn.Module, config, directory: Path, tokenizer: Tokenizer, dtype: torch.dtype,
-                 info: DistInfo, max_shard_bytes: int | None = None) -> None:
-    """Write the (possibly sharded) model as a Hugging Face folder from rank 0 (collective: every rank calls it)."""
+                 info: DistInfo, max_shard_bytes: int | None = None, base_model: str | None = None) -> None:
+    """Write the (possibly sharded) model as a Hugging Face folder from rank 0 (collective: every rank calls it).
+    A model with LoRA adapters writes its adapter only (PEFT layout, `base_model` recorded in its config)."""
+    if is_lora(unwrap(model)):
+        state = adapter_state(unwrap(model))
+        if info.is_main:
+            save_adapter(unwrap(model), directory, state=state, base_model=base_model, dtype=dtype)
+            tokenizer.save(directory)
+        barrier(info)
+        return
     state = full_state(model)
     if info.is_main:
         plain = LLaDA2MoeModelLM(config)
@@ -50,12 +60,12 @@ def export_model(model: nn.Module, config, directory: Path, tokenizer: Tokenizer
 
 def save_checkpoint(output_dir: str | Path, step: int, model: nn.Module, config, optimizer: torch.optim.Optimizer,
                     gen: torch.Generator, tokenizer: Tokenizer, meta: dict[str, Any], info: DistInfo,
-                    keep: int) -> Path:
+                    keep: int, base_model: str | None = None) -> Path:
     path = checkpoint_dir(output_dir, step)
     if info.is_main and path.exists():
         shutil.rmtree(path)
     barrier(info)
-    export_model(model, config, path, tokenizer, torch.float32, info)
+    export_model(model, config, path, tokenizer, torch.float32, info, base_model=base_model)
     save_resume_state(path, info.rank, optimizer, gen, step)
     barrier(info)
     if info.is_main:

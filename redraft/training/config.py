@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from redraft.model.lora import LoraSettings
+
 from .data import DataConfig
 from .noise import NoiseConfig
 
@@ -57,7 +59,8 @@ class OptimConfig:
 class TrainConfig:
     """Everything a `redraft train` run needs. `model`: LLaDA2MoeConfig fields (vocab_size comes from the tokenizer)
     for a fresh model, ignored when `init_from` names a checkpoint. `block_schedule`: [[start_step, block_length],
-    ...] (LLaDA2.0's warm-up/decay of block sizes); before its first entry, and without one, `block_length`."""
+    ...] (LLaDA2.0's warm-up/decay of block sizes); before its first entry, and without one, `block_length`.
+    `lora`: train a LoRA adapter (PEFT) on the `init_from` model instead of every weight (see `lora_section`)."""
 
     output_dir: str = "runs/train"
     model: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +88,7 @@ class TrainConfig:
     save_dtype: str = "float32"
     parallel: str = "fsdp"
     max_time_s: float | None = None
+    lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "micro_batch_size", "block_length", "log_every", "eval_every",
@@ -114,6 +118,13 @@ class TrainConfig:
             if bl < self.data.seq_len and self.data.seq_len % bl:
                 raise ValueError(f"data.seq_len ({self.data.seq_len}) must be divisible by every block length "
                                  f"below it, got {bl}")
+
+        if self.lora is not None:
+            if not self.init_from:
+                raise ValueError("lora: a LoRA run adapts a trained model: set init_from to its checkpoint")
+            if self.expert_bias_update_rate:
+                raise ValueError(f"lora: expert_bias_update_rate must be 0 (the base model is frozen), got "
+                                 f"{self.expert_bias_update_rate!r}")
 
     def block_length_at(self, step: int) -> int:
         length = self.block_length
@@ -147,7 +158,22 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
         if bad:
             raise ValueError(f"unknown field(s) {[f'{name}.{b}' for b in bad]}; known: {sorted(fields)}")
         kwargs[name] = cls(**section)
+    kwargs["lora"] = lora_section(kwargs.get("lora"))
     return TrainConfig(**kwargs)
+
+
+def lora_section(raw: Any) -> LoraSettings | None:
+    """The optional `lora:` section: {r, alpha, dropout, targets} (absent or null: full fine-tuning; `{}`: the
+    defaults)."""
+    if raw is None or isinstance(raw, LoraSettings):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"lora must be a mapping, got {raw!r}")
+    fields = {f.name for f in dataclasses.fields(LoraSettings)}
+    bad = sorted(set(raw) - fields)
+    if bad:
+        raise ValueError(f"unknown field(s) {[f'lora.{b}' for b in bad]}; known: {sorted(fields)}")
+    return LoraSettings(**raw)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -4,7 +4,9 @@ setup: data (prepared folder, or built and packed into OUTPUT/data) -> model (fr
 checkpoint on resume) -> FSDP2/DDP -> AdamW. train: for each step, the block length from the schedule, gradient
 accumulation over micro-batches of the Mixture M2T + T2T (+ MTF) objective under bf16 autocast, clipping, the
 learning rate of `schedule.lr_factor`, the expert-bias update; periodic metrics (JSONL), M2T eval loss and
-checkpoints. The final model goes to OUTPUT/final in `save_dtype`.
+checkpoints. The final model goes to OUTPUT/final in `save_dtype`. With a `lora:` section the `init_from` model is
+frozen and wrapped with PEFT LoRA adapters, only they get gradients and optimiser state, and checkpoints and
+OUTPUT/final hold the adapter (PEFT layout; `redraft merge` folds it into a full checkpoint).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from redraft.model import LLaDA2MoeConfig, LLaDA2MoeModelLM, load_model
+from redraft.model.lora import apply_lora, load_adapter_weights
 
 from .balance import ExpertLoadBalancer
 from .checkpoint import export_model, latest_checkpoint, load_trainer_state, save_checkpoint
@@ -52,9 +55,12 @@ def build_model(cfg: TrainConfig, vocab_size: int, pad_id: int) -> LLaDA2MoeMode
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices; none on norms, biases and embeddings."""
+    """Weight decay on matrices; none on norms, biases and embeddings. Frozen parameters (a LoRA run's base) get
+    no optimiser state."""
     decay, plain = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (decay if p.ndim >= 2 and "word_embeddings" not in name else plain).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
@@ -86,10 +92,14 @@ class Trainer:
                              f"{self.data.train.seq_len}")
         self.start_step = 0
         ckpt = latest_checkpoint(self.out) if self.resume else None
-        if ckpt is not None:
+        if ckpt is not None and cfg.lora is None:
             model = load_model(ckpt, dtype=torch.float32).train()
         else:
             model = build_model(cfg, tok.vocab_size, tok.pad_id)
+        if cfg.lora is not None:
+            apply_lora(model, cfg.lora, seed=cfg.seed)
+            if ckpt is not None:
+                load_adapter_weights(model, ckpt)
         self.model_config = model.config
         model.gradient_checkpointing = cfg.gradient_checkpointing
         model.to(info.device)
@@ -185,7 +195,8 @@ class Trainer:
                     self.log.write({"step": step, **self.evaluate()})
                 if step % cfg.save_every == 0 and step < cfg.steps:
                     save_checkpoint(self.out, step, self.model, self.model_config, self.optimizer, self.gen,
-                                    self.data.tokenizer, {"config": cfg.to_dict()}, info, cfg.keep_checkpoints)
+                                    self.data.tokenizer, {"config": cfg.to_dict()}, info, cfg.keep_checkpoints,
+                                    base_model=cfg.init_from)
                 if stop_after is not None and step - self.start_step >= stop_after:
                     return record
                 if cfg.max_time_s is not None and time.perf_counter() - t0 > cfg.max_time_s:
@@ -195,9 +206,12 @@ class Trainer:
                     break
         final = self.out / "final"
         dtype = torch.float32 if cfg.save_dtype == "float32" else torch.bfloat16
-        export_model(self.model, self.model_config, final, self.data.tokenizer, dtype, info)
+        export_model(self.model, self.model_config, final, self.data.tokenizer, dtype, info,
+                     base_model=cfg.init_from)
         summary = {"steps": step, "train_tokens": step * tokens_per_step, "time_s": round(time.perf_counter() - t0, 1),
-                   "parameters": unwrap(self.model).num_parameters(), "last": record, "world_size": info.world_size}
+                   "parameters": unwrap(self.model).num_parameters(),
+                   "trainable_parameters": sum(p.numel() for p in unwrap(self.model).parameters() if p.requires_grad),
+                   "lora": cfg.lora is not None, "last": record, "world_size": info.world_size}
         if info.is_main:
             (final / "training_summary.json").write_text(json.dumps(summary, indent=1))
         self.model = self.forward_model = unwrap(self.model)  # before the process group goes (see cleanup)

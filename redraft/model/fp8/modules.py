@@ -37,6 +37,8 @@ class Fp8Linear(nn.Module):
     checkpoint stores `gate_proj` and `up_proj`); its scale grid is the groups' grids stacked.
     """
 
+    takes_row_tiles = True  # `forward(x, tile)`: the layers pass a batch-invariant forward's tile (invariant.py)
+
     def __init__(self, in_features: int, out_features: int, bias: bool = False, block: Block = (128, 128),
                  dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None,
                  row_splits: Sequence[int] | None = None):
