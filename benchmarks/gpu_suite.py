@@ -228,7 +228,32 @@ def markdown(result: dict) -> str:
                   for name, v in ex["cases"].items() if not (v["cache_equals_no_cache"] and v["equals_official"])]
     else:
         lines.append(f"Skipped: {ex['skipped']}")
+    if "moonshot" in result:
+        mo = result["moonshot"]
+        lines += ["", "## (h) FP8 weights vs bf16, and the flash shape with FP8 experts on one device (fp8_gpu.py)", ""]
+        if "rows" not in mo:
+            lines.append(f"Skipped: {mo['skipped']}")
+        else:
+            lines += ["| shape | weights | batch | ms / forward | weight GB | compute |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['shape']} | {r['weights']} | {r['batch']} | {r['ms_per_forward']:.2f} | "
+                      f"{r['weight_bytes'] / 1e9:.2f} | {r['compute']} |" for r in mo["rows"]]
     return "\n".join(lines) + "\n"
+
+
+def moonshot(args, json_path: Path) -> dict:
+    """(h) `benchmarks/fp8_gpu.py --moonshot` in its own process (the mini model's memory is gone; a crash or an
+    out-of-memory there does not lose the rows above)."""
+    import subprocess
+    import sys
+
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    cmd = [sys.executable, str(REPO / "benchmarks" / "fp8_gpu.py"), "--moonshot", "--scopes", "fp8",
+           "--device", args.device, "--json", str(json_path)] + (["--shape", "tiny"] if args.shape == "tiny" else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
+    if proc.returncode != 0 or not json_path.exists():
+        return {"skipped": f"fp8_gpu.py exited {proc.returncode}: {proc.stderr[-1500:]}"}
+    return {"command": " ".join(cmd[1:]), **json.loads(json_path.read_text())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--forward-iters", type=int, default=None, help="timed forwards for (a) (default 30; tiny: 3)")
     ap.add_argument("--no-fp8", action="store_true", help="skip (f)")
     ap.add_argument("--no-exactness", action="store_true", help="skip (g)")
+    ap.add_argument("--moonshot", choices=["auto", "on", "off"], default="auto",
+                    help="(h) benchmarks/fp8_gpu.py in a fresh process: FP8 vs bf16 step at the mini shape and the "
+                         "flash shape with FP8 experts on this one GPU (auto: on CUDA at the mini shape)")
     ap.add_argument("--exactness", action="store_true",
                     help="run (g) on CPU too (default: CUDA only; on CPU `redraft conformance` covers it)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="directory for the JSON and .md")
@@ -275,10 +303,12 @@ def main(argv: list[str] | None = None) -> int:
                                           "checks the same on CPU)"}
     else:
         result["exactness"] = exactness(args.device)
-    result["seconds"] = time.perf_counter() - t0
     slug = "".join(ch if ch.isalnum() else "_" for ch in device_name.lower()).strip("_")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.moonshot == "on" or (args.moonshot == "auto" and args.device.startswith("cuda") and not tiny):
+        result["moonshot"] = moonshot(args, out / f"fp8_gpu_{slug}.json")
+    result["seconds"] = time.perf_counter() - t0
     name = f"gpu_suite_{slug}" + ("_tiny" if tiny else "")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     (out / f"{name}.md").write_text(markdown(result))
