@@ -13,10 +13,10 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from redraft.evaluation.sandbox import SandboxConfig, SandboxPool, SandboxResult
+from redraft.evaluation.sandbox import SandboxConfig, SandboxResult
 from redraft.evaluation.tasks.base import Example, Task, user
 from redraft.evaluation.tasks.code_syntax import CODE_STOP
-from redraft.evaluation.tasks.humaneval import program
+from redraft.evaluation.tasks.humaneval import run_programs
 
 ARG_NAMES = ("xs", "nums", "values", "items", "data")
 VAR_NAMES = ("x", "n", "v")
@@ -171,10 +171,7 @@ class CodeExec(Task):
 
     def run(self, examples: Sequence[Example], completions: Sequence[str]) -> list[SandboxResult]:
         """Sandbox results (status, reason, output) for each (example, completion), in parallel."""
-        if len(examples) != len(completions):
-            raise ValueError(f"completions has {len(completions)} items, examples has {len(examples)}")
-        with SandboxPool(self.sandbox, self.workers) as pool:
-            return pool.run([program(e, c) for e, c in zip(examples, completions)])
+        return run_programs(self.sandbox, self.workers, examples, completions)
 
     def score(self, example: Example, completion: str) -> float:
         return self.score_many([example], [completion])[0]

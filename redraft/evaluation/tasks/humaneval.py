@@ -75,13 +75,19 @@ class HumanEval(Task):
 
     def run(self, examples: Sequence[Example], completions: Sequence[str]) -> list[SandboxResult]:
         """Sandbox results (status, reason, output) for each (example, completion), in parallel."""
-        if len(examples) != len(completions):
-            raise ValueError(f"completions has {len(completions)} items, examples has {len(examples)}")
-        with SandboxPool(self.sandbox, self.workers) as pool:
-            return pool.run([program(e, c) for e, c in zip(examples, completions)])
+        return run_programs(self.sandbox, self.workers, examples, completions)
 
     def score(self, example: Example, completion: str) -> float:
         return self.score_many([example], [completion])[0]
 
     def score_many(self, examples: Sequence[Example], completions: Sequence[str]) -> list[float]:
         return [1.0 if r.passed else 0.0 for r in self.run(examples, completions)]
+
+
+def run_programs(sandbox: SandboxConfig, workers: int, examples: Sequence[Example],
+                 completions: Sequence[str]) -> list[SandboxResult]:
+    """Each completion's `program` (its example's prompt + completion + tests) run in a sandbox pool, in parallel."""
+    if len(examples) != len(completions):
+        raise ValueError(f"completions has {len(completions)} items, examples has {len(examples)}")
+    with SandboxPool(sandbox, workers) as pool:
+        return pool.run([program(e, c) for e, c in zip(examples, completions)])
