@@ -8,10 +8,12 @@ peak memory stays close to the checkpoint's size. No pickle anywhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+from collections.abc import Container, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import torch
 
@@ -108,6 +110,37 @@ def _read_into(f, offset: int, target: torch.Tensor, src_dtype: torch.dtype, sha
     target.copy_(tmp)
 
 
+def checkpoint_entries(headers: dict[Path, tuple[dict, int]],
+                       known: Container[str]) -> Iterator[tuple[Path, BinaryIO, int, str, dict, torch.dtype]]:
+    """Every tensor of the checkpoint files (`{file: read_safetensors_header(file)}`), file by file in storage order,
+    as (file, open file, data start, name, header entry, stored dtype), after the checks every loader makes: a name
+    in `known`, in one file only, a supported dtype, a byte size that matches its shape."""
+    seen: set[str] = set()
+    for path, (header, data_start) in headers.items():
+        with open(path, "rb", buffering=0) as f:
+            for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+                if name not in known:
+                    raise CheckpointError(f"{path.name}: unexpected tensor {name!r} (not part of an llada2_moe model "
+                                          f"with this config.json)")
+                if name in seen:
+                    raise CheckpointError(f"{path.name}: tensor {name!r} appears in more than one shard")
+                seen.add(name)
+                src_dtype = SAFE_DTYPES.get(entry["dtype"])
+                if src_dtype is None:
+                    raise CheckpointError(f"{path.name}: tensor {name!r} has unsupported dtype {entry['dtype']}")
+                begin, end = entry["data_offsets"]
+                if end - begin != math.prod(entry["shape"]) * torch.empty((), dtype=src_dtype).element_size():
+                    raise CheckpointError(f"{path.name}: tensor {name!r}: byte size does not match its shape")
+                yield path, f, data_start, name, entry, src_dtype
+
+
+def check_complete(root: Path, missing: list[str]) -> None:
+    """One CheckpointError naming the first missing tensors, if any."""
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise CheckpointError(f"{root}: missing tensor(s) {', '.join(repr(m) for m in missing[:5])}{more}")
+
+
 def load_model(path_or_hub_id: str | os.PathLike, dtype: torch.dtype | str | None = None,
                device: torch.device | str = "cpu", revision: str | None = None,
                quantization: "str | Fp8Config | None" = None) -> LLaDA2MoeModelLM:
@@ -151,42 +184,27 @@ def load_model(path_or_hub_id: str | os.PathLike, dtype: torch.dtype | str | Non
         fp8.apply(model)  # FP8 modules swapped in on meta: storage is allocated once, in FP8
     model = model.to_empty(device=device)
     targets = model.state_dict(keep_vars=True)
-    seen: set[str] = set()
-    for shard, (header, data_start) in headers.items():
-        with open(shard, "rb", buffering=0) as f:
-            for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-                if name not in targets:
-                    raise CheckpointError(f"{shard.name}: unexpected tensor {name!r} (not part of an llada2_moe model "
-                                          f"with this config.json)")
-                if name in seen:
-                    raise CheckpointError(f"{shard.name}: tensor {name!r} appears in more than one shard")
-                target = targets[name]
-                shape = list(entry["shape"])
-                if shape != list(target.shape):
-                    raise CheckpointError(f"{shard.name}: tensor {name!r} has shape {tuple(shape)} but config.json "
-                                          f"implies {tuple(target.shape)}")
-                src_dtype = SAFE_DTYPES.get(entry["dtype"])
-                if src_dtype is None:
-                    raise CheckpointError(f"{shard.name}: tensor {name!r} has unsupported dtype {entry['dtype']}")
-                begin, end = entry["data_offsets"]
-                if end - begin != target.numel() * torch.empty((), dtype=src_dtype).element_size():
-                    raise CheckpointError(f"{shard.name}: tensor {name!r}: byte size does not match its shape")
-                with torch.no_grad():
-                    if fp8 is not None and fp8.quantizes(target, src_dtype):  # quantize at load, tensor by tensor
-                        tmp = torch.empty(shape, dtype=src_dtype)
-                        _read_into(f, data_start + begin, tmp, src_dtype, shape)
-                        seen.add(fp8.quantize_into(name, tmp, targets))
-                    elif target.device.type == "cpu":
-                        _read_into(f, data_start + begin, target.data, src_dtype, shape)
-                    else:
-                        tmp = torch.empty(shape, dtype=src_dtype)
-                        _read_into(f, data_start + begin, tmp, src_dtype, shape)
-                        target.data.copy_(tmp)
-                seen.add(name)
-    missing = [k for k in targets if k not in seen]
-    if missing:
-        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise CheckpointError(f"{root}: missing tensor(s) {', '.join(repr(m) for m in missing[:5])}{more}")
+    loaded: set[str] = set()
+    for shard, f, data_start, name, entry, src_dtype in checkpoint_entries(headers, targets):
+        target = targets[name]
+        shape = list(entry["shape"])
+        if shape != list(target.shape):
+            raise CheckpointError(f"{shard.name}: tensor {name!r} has shape {tuple(shape)} but config.json "
+                                  f"implies {tuple(target.shape)}")
+        begin = entry["data_offsets"][0]
+        with torch.no_grad():
+            if fp8 is not None and fp8.quantizes(target, src_dtype):  # quantize at load, tensor by tensor
+                tmp = torch.empty(shape, dtype=src_dtype)
+                _read_into(f, data_start + begin, tmp, src_dtype, shape)
+                loaded.add(fp8.quantize_into(name, tmp, targets))
+            elif target.device.type == "cpu":
+                _read_into(f, data_start + begin, target.data, src_dtype, shape)
+            else:
+                tmp = torch.empty(shape, dtype=src_dtype)
+                _read_into(f, data_start + begin, tmp, src_dtype, shape)
+                target.data.copy_(tmp)
+        loaded.add(name)
+    check_complete(root, [k for k in targets if k not in loaded])
     model.reset_non_persistent_buffers()
     model.config.torch_dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     return model.eval()

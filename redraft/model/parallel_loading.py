@@ -19,7 +19,8 @@ import os
 import torch
 
 from .config import LLaDA2MoeConfig
-from .loading import SAFE_DTYPES, CheckpointError, _read_into, _shards, read_safetensors_header, resolve_checkpoint
+from .loading import (CheckpointError, _read_into, _shards, check_complete, checkpoint_entries, read_safetensors_header,
+                      resolve_checkpoint)
 from .modeling import LLaDA2MoeModelLM
 from .parallel import ParallelConfig, Piece, Shard, shard_modules, shard_plan
 
@@ -61,37 +62,21 @@ def load_sharded(path_or_hub_id: str | os.PathLike, config: ParallelConfig, rank
     model = model.to_empty(device=torch.device(device))
     targets = model.state_dict(keep_vars=True)
     plan = shard_plan(shard)
-    seen: set[str] = set()
-    for file in _shards(root):
-        header, data_start = read_safetensors_header(file)
-        with open(file, "rb", buffering=0) as f:
-            for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-                if name not in plan:
-                    raise CheckpointError(f"{file.name}: unexpected tensor {name!r} (not part of an llada2_moe model "
-                                          f"with this config.json)")
-                if name in seen:
-                    raise CheckpointError(f"{file.name}: tensor {name!r} appears in more than one shard")
-                seen.add(name)
-                piece = plan[name]
-                if piece is None:
-                    continue  # another rank's expert
-                shape = list(entry["shape"])
-                target = targets[name]
-                if piece.shape(shape) != list(target.shape):
-                    raise CheckpointError(f"{file.name}: tensor {name!r} has shape {tuple(shape)}, which does not "
-                                          f"fit this config.json (rank {rank} expects a piece of {tuple(target.shape)})")
-                src_dtype = SAFE_DTYPES.get(entry["dtype"])
-                if src_dtype is None:
-                    raise CheckpointError(f"{file.name}: tensor {name!r} has unsupported dtype {entry['dtype']}")
-                begin, end = entry["data_offsets"]
-                if end - begin != math.prod(shape) * torch.empty((), dtype=src_dtype).element_size():
-                    raise CheckpointError(f"{file.name}: tensor {name!r}: byte size does not match its shape")
-                with torch.no_grad():
-                    read_piece(f, data_start + begin, shape, src_dtype, piece, target.data)
-    missing = [k for k, p in plan.items() if p is not None and k not in seen]
-    if missing:
-        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise CheckpointError(f"{root}: missing tensor(s) {', '.join(repr(m) for m in missing[:5])}{more}")
+    headers = {file: read_safetensors_header(file) for file in _shards(root)}
+    loaded: set[str] = set()
+    for file, f, data_start, name, entry, src_dtype in checkpoint_entries(headers, plan):
+        loaded.add(name)
+        piece = plan[name]
+        if piece is None:
+            continue  # another rank's expert
+        shape = list(entry["shape"])
+        target = targets[name]
+        if piece.shape(shape) != list(target.shape):
+            raise CheckpointError(f"{file.name}: tensor {name!r} has shape {tuple(shape)}, which does not "
+                                  f"fit this config.json (rank {rank} expects a piece of {tuple(target.shape)})")
+        with torch.no_grad():
+            read_piece(f, data_start + entry["data_offsets"][0], shape, src_dtype, piece, target.data)
+    check_complete(root, [k for k, p in plan.items() if p is not None and k not in loaded])
     model.reset_non_persistent_buffers()
     model.config.torch_dtype = _DTYPE_STR[dtype]
     return model.eval()
