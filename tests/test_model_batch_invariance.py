@@ -159,11 +159,31 @@ def test_batch_invariant_forward_computes_the_plain_forward_and_refuses_what_it_
         model(ids, attn_mask=mask, batch_invariant=True)
 
 
-def test_tiled_expert_path_gives_the_loops_bits():
-    """`ExpertBank._tiled` (one padded buffer, one activation for all tiles) equals the per-expert `tiled_swiglu`
-    loop bit for bit, in float32 and bfloat16."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_premise_a_batched_gemm_gives_a_tile_the_bits_of_its_own_gemm(dtype):
+    """`torch.bmm` over [tiles, T, K] (each tile against its own weight) gives every tile the bits of a plain
+    fixed-shape GEMM of that tile, whatever the number of tiles and the other tiles' contents: what the batched
+    expert path (`ExpertBank._tiled`) rests on."""
+    g = torch.Generator().manual_seed(1)
+    for k, n in [(256, 128), (64, 256), (256, 512), (1024, 512)]:
+        w = torch.randn(16, n, k, generator=g).to(dtype)
+        for tiles in (1, 2, 5, 16, 37):
+            x = torch.randn(tiles, 8, k, generator=g).to(dtype)
+            experts = torch.randint(0, 16, (tiles,), generator=g)
+            out = torch.bmm(x, w.index_select(0, experts).transpose(1, 2))
+            for t in range(tiles):
+                assert torch.equal(out[t], torch.mm(x[t], w[experts[t]].t())), (k, n, tiles, t)
+
+
+@pytest.mark.parametrize("gather_max", [1 << 22, 0])
+def test_tiled_expert_path_gives_the_loops_bits(monkeypatch, gather_max):
+    """`ExpertBank._tiled` (one padded buffer, one activation for all tiles; batched GEMMs over the tiles, or one
+    GEMM per tile when the weight gather would be large) equals the per-expert `tiled_swiglu` loop bit for bit, in
+    float32 and bfloat16."""
+    import redraft.model.moe as moe_module
     from redraft.model.invariant import tiled_swiglu
 
+    monkeypatch.setattr(moe_module, "TILE_GATHER_MAX", gather_max)
     for dtype in (torch.float32, torch.bfloat16):
         model = _model(WIDE).to(dtype)
         moe = model.model.layers[1].mlp
