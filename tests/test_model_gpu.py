@@ -66,7 +66,7 @@ def test_cuda_graph_runner_matches_eager(parity):
     from redraft.model.cuda_graphs import CUDAGraphRunner
 
     model = load_model(parity / "model", device="cuda")
-    runner = CUDAGraphRunner(model)
+    runner = CUDAGraphRunner(model)  # default buckets: the 3 rows run padded to 4 (then 2 rows: exact)
     ids = torch.randint(0, 319, (3, 128), device="cuda")
     with torch.no_grad():
         full = model(ids, layout=BlockLayout(32)).logits

@@ -11,6 +11,16 @@ grows. Outputs are static buffers, valid until the next call.
 `post` (optional) is a tensor function of the logits and `post_args` captured in the same graph (the decode step's
 greedy policy, `redraft.decoding.policy.greedy_step`): the call then returns (output, post's result), and a step
 launches one graph for forward and policy. `post` must be the same object from call to call (it is part of the key).
+
+Batch-size buckets: a serving batch changes size whenever a request joins or finishes, and each new shape would cost
+a capture. The runner pads the rows up to the next size in `buckets` (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128 by
+default; beyond the largest, the exact size) with empty rows: cache length 0, a valid window of token 0 attending to
+itself only, `post_args` zero-padded; their outputs are dropped. Every computation of a forward and of the greedy
+policy is per row (GEMM rows, attention per row, routing per token), so a real row's result does not depend on the
+padding rows beyond the GEMM shape (the same caveat as any batching on CUDA: kernels round by shape). The cache
+grows its storage to the bucket's rows first, so the graph keeps reading fixed addresses. `capture=False` runs the
+same padded path eagerly (dynamic cache): tests check on CPU, bit for bit under batch invariance, that padding and
+slicing leave every real row unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +34,23 @@ from torch import Tensor
 from .kv_cache import KVCache
 from .masks import BlockLayout
 from .modeling import LLaDA2MoeModelLM, ModelOutput
+
+DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
+
+
+def bucket_for(rows: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket holding `rows` rows (`rows` itself beyond the largest bucket, or with no buckets)."""
+    return min((b for b in buckets if b >= rows), default=rows)
+
+
+def _pad_rows(t: Tensor, rows: int, fill: Tensor | int | float | bool = 0) -> Tensor:
+    """t with rows appended along dim 0 up to `rows`; `fill` is a value or a tensor broadcast to one row."""
+    extra = rows - t.shape[0]
+    if extra <= 0:
+        return t
+    pad = t.new_empty((extra, *t.shape[1:]))
+    pad.copy_(torch.as_tensor(fill, dtype=t.dtype, device=t.device).expand_as(pad))
+    return torch.cat([t, pad])
 
 
 @dataclass
@@ -40,12 +67,21 @@ class _Captured:
 
 
 class CUDAGraphRunner:
-    """Drop-in for `model(...)` that replays CUDA graphs for cached window forwards."""
+    """Drop-in for `model(...)` that replays CUDA graphs for cached window forwards.
 
-    def __init__(self, model: LLaDA2MoeModelLM, max_graphs: int = 128):
+    buckets: batch sizes the rows are padded up to (None or (): exact shapes only). capture: False runs the padded
+    path eagerly (any device; for tests). post_row_dim: the dimension of `post`'s result that indexes rows."""
+
+    def __init__(self, model: LLaDA2MoeModelLM, max_graphs: int = 128,
+                 buckets: tuple[int, ...] | None = DEFAULT_BUCKETS, capture: bool = True, post_row_dim: int = 1):
+        if buckets is not None and (not buckets or any(int(b) <= 0 for b in buckets)):
+            raise ValueError(f"buckets must be positive row counts, got {buckets!r}")
         self.model = model
         self.config = model.config
         self.max_graphs = max_graphs
+        self.buckets = tuple(sorted(int(b) for b in buckets)) if buckets is not None else ()
+        self.capture = capture
+        self.post_row_dim = post_row_dim  # the dimension of `post`'s result that indexes rows (greedy_step: 1)
         self._graphs: dict[tuple, _Captured] = {}
         self._pool = None
 
@@ -60,13 +96,53 @@ class CUDAGraphRunner:
                  attn_mask: Tensor | None = None, cache: KVCache | None = None,
                  logits_index: Tensor | None = None, post: Callable[..., Tensor] | None = None,
                  post_args: tuple[Tensor, ...] = ()) -> ModelOutput | tuple[ModelOutput, Tensor]:
-        if (not input_ids.is_cuda or cache is None or attn_mask is not None or layout is None
-                or torch.is_grad_enabled() or self.model.training):
+        graphable = not (cache is None or attn_mask is not None or layout is None or torch.is_grad_enabled()
+                         or self.model.training)
+        if not graphable or (self.capture and not input_ids.is_cuda):
             out = self.model(input_ids, position_ids, layout, attn_mask=attn_mask, cache=cache,
                              logits_index=logits_index)
             return out if post is None else (out, post(out.logits, *post_args))
         if position_ids is None:
             position_ids = cache.lengths[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        rows = input_ids.shape[0]
+        padded = bucket_for(rows, self.buckets)
+        if padded == rows:
+            return self._run(input_ids, position_ids, layout, cache, logits_index, post, post_args)
+        return self._run_padded(rows, padded, input_ids, position_ids, layout, cache, logits_index, post, post_args)
+
+    def _run_padded(self, rows: int, padded: int, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout,
+                    cache: KVCache, logits_index: Tensor | None, post: Callable[..., Tensor] | None,
+                    post_args: tuple[Tensor, ...]) -> ModelOutput | tuple[ModelOutput, Tensor]:
+        """Run `rows` rows as a `padded`-row batch (see the module docstring) and return the real rows' outputs."""
+        if cache.batch_size != rows:
+            raise ValueError(f"the cache holds {cache.batch_size} rows, the window {rows}")
+        width = input_ids.shape[1]
+        cache.reserve(cache.capacity, padded)  # before any capture: storage addresses settle at the bucket size
+        host = list(cache.host_lengths)
+        steps = torch.arange(width, device=input_ids.device)
+        ids = _pad_rows(input_ids, padded)
+        pos = _pad_rows(position_ids, padded, steps)
+        key_limit = _pad_rows(layout.key_limit, padded, width) if layout.key_limit is not None else None
+        valid = _pad_rows(layout.valid, padded, True) if layout.valid is not None else None
+        index = _pad_rows(logits_index, padded) if logits_index is not None else None
+        args = tuple(_pad_rows(a, padded) if a.dim() else a for a in post_args)
+        cache._set_lengths(host + [0] * (padded - rows))  # the padding rows: empty
+        try:
+            res = self._run(ids, pos, BlockLayout(layout.block_length, key_limit=key_limit, valid=valid), cache,
+                            index, post, args)
+        finally:
+            cache._set_lengths(host)
+        out, post_out = res if post is not None else (res, None)
+        out = ModelOutput(logits=out.logits[:rows], new_kv=[(k[:rows], v[:rows]) for k, v in out.new_kv])
+        return out if post is None else (out, post_out.narrow(self.post_row_dim, 0, rows))
+
+    def _run(self, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout, cache: KVCache,
+             logits_index: Tensor | None, post: Callable[..., Tensor] | None,
+             post_args: tuple[Tensor, ...]) -> ModelOutput | tuple[ModelOutput, Tensor]:
+        """Replay (capturing first if new) the graph of this exact shape; eagerly when `capture` is off."""
+        if not self.capture:
+            out = self.model(input_ids, position_ids, layout, cache=cache, logits_index=logits_index)
+            return out if post is None else (out, post(out.logits, *post_args))
         key = (tuple(input_ids.shape), cache.capacity, cache.max_rows, cache._k[0].data_ptr(), layout.block_length,
                layout.key_limit is not None, layout.valid is not None,
                None if logits_index is None else tuple(logits_index.shape),
