@@ -184,6 +184,8 @@ def test_tiled_expert_path_gives_the_loops_bits(monkeypatch, gather_max):
     from redraft.model.invariant import tiled_swiglu
 
     monkeypatch.setattr(moe_module, "TILE_GATHER_MAX", gather_max)
+    monkeypatch.setattr(moe_module.ExpertBank, "_batched_tiles_pay",
+                        lambda self, n: n * self.gate_up_proj[0].numel() <= moe_module.TILE_GATHER_MAX)
     for dtype in (torch.float32, torch.bfloat16):
         model = _model(WIDE).to(dtype)
         moe = model.model.layers[1].mlp
@@ -220,3 +222,14 @@ def test_plain_forwards_build_no_key_groups(monkeypatch):
         assert calls == []
         model(window, torch.arange(48)[None], BlockLayout(BL, valid=valid))  # CPU default: invariant
         assert calls == [1]
+
+
+def test_batched_expert_tiles_only_for_16_bit_weights_and_small_gathers():
+    from redraft.model.moe import TILE_GATHER_MAX, ExpertBank
+
+    bank = ExpertBank(16, 256, 64, top_k=2)
+    per_tile = bank.gate_up_proj[0].numel()
+    assert not bank._batched_tiles_pay(16)  # float32: one GEMM per tile
+    bank = bank.to(torch.bfloat16)
+    assert bank._batched_tiles_pay(16)
+    assert not bank._batched_tiles_pay(TILE_GATHER_MAX // per_tile + 1)

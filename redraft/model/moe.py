@@ -15,7 +15,7 @@ from .invariant import RowTiles, dense_tile, needs_grad, tiled_linear, tiled_swi
 from .layers import MLP
 
 _PROJ = ("gate_proj", "up_proj", "down_proj")
-# the batched tile path copies one gate+up weight per tile: above this many elements (16 MB in float32) the copy
+# the batched tile path copies one gate+up weight per tile: above this many elements (8 MB in bfloat16) the copy
 # costs more than the GEMM calls it saves, and the tiles run one GEMM each
 TILE_GATHER_MAX = 1 << 22
 
@@ -135,8 +135,7 @@ class ExpertBank(nn.Module):
     def _tiled(self, x_sorted: Tensor, counts: list[int], tile: int) -> Tensor:
         """The batch-invariant path without autograd: every expert's rows padded to whole tiles in one buffer
         [tiles, tile, H], and each projection as ONE batched GEMM over the tiles (each tile against its expert's
-        weight), or, when gathering a weight per tile would copy more than `TILE_GATHER_MAX` elements, one GEMM per
-        tile. Both give a tile the bits of `tiled_swiglu`'s fixed-shape GEMM whatever the other tiles are (`bmm`
+        weight) where that pays (`_batched_tiles_pay`), otherwise one GEMM per tile. Both give a tile the bits of `tiled_swiglu`'s fixed-shape GEMM whatever the other tiles are (`bmm`
         runs the same per-matrix kernel: checked by tests/test_model_batch_invariance.py on the machine it runs
         on); the activation runs once over all tiles (elementwise: the same bits as tile by tile). The batched form
         replaces ~2 x tiles small GEMM calls per layer (each ~15-20 us of BLAS set-up in bfloat16 on CPU) by two."""
@@ -153,7 +152,7 @@ class ExpertBank(nn.Module):
         buf = x_sorted.new_zeros(padded, hidden)
         buf[dest_t] = x_sorted
         n_tiles = len(tile_expert)
-        if n_tiles * self.gate_up_proj[0].numel() <= TILE_GATHER_MAX:
+        if self._batched_tiles_pay(n_tiles):
             experts = torch.tensor(tile_expert, dtype=torch.long, device=device)
             gate_up = torch.bmm(buf.view(n_tiles, tile, hidden),
                                 self.gate_up_proj.index_select(0, experts).transpose(1, 2))
@@ -171,6 +170,14 @@ class ExpertBank(nn.Module):
             s = t * tile
             torch.mm(act[s:s + tile], self.down_proj[e].t(), out=out[s:s + tile])
         return out[dest_t]
+
+    def _batched_tiles_pay(self, n_tiles: int) -> bool:
+        """Whether `_tiled` runs each projection as one batched GEMM over gathered per-tile weights: for 16-bit
+        weights (a bfloat16 GEMM call costs ~15-20 us of set-up on CPU, the batched call pays it once) while the
+        gather stays small; float32 GEMM calls are cheap (~5 us) and the weight copy would cost more (measured on
+        the 2-core Xeon, benchmarks/decode_speed.py --forward)."""
+        weight = self.gate_up_proj
+        return weight.element_size() == 2 and n_tiles * weight[0].numel() <= TILE_GATHER_MAX
 
     def _padded_fits(self, x_sorted: Tensor, capacity: int) -> bool:
         """Whether the padded path's buffers stay small (<= 2^26 elements): then it also serves eager CUDA
