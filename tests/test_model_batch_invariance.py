@@ -202,6 +202,12 @@ def test_tiled_expert_path_gives_the_loops_bits(monkeypatch, gather_max):
                     loop.append(tiled_swiglu(xs[start:start + n], bank.gate_up_proj[e], bank.down_proj[e], 8))
                     start += n
             assert torch.equal(bank._tiled(xs, counts, 8), torch.cat(loop)), dtype
+            # few experts with rows (no full-bank tiles), and one expert with many tiles
+            few = [0] * len(counts)
+            few[3], few[7] = 3, len(xs) - 3
+            want = torch.cat([tiled_swiglu(xs[:3], bank.gate_up_proj[3], bank.down_proj[3], 8),
+                              tiled_swiglu(xs[3:], bank.gate_up_proj[7], bank.down_proj[7], 8)])
+            assert torch.equal(bank._tiled(xs, few, 8), want), dtype
 
 
 def test_plain_forwards_build_no_key_groups(monkeypatch):

@@ -133,32 +133,39 @@ class ExpertBank(nn.Module):
         return out
 
     def _tiled(self, x_sorted: Tensor, counts: list[int], tile: int) -> Tensor:
-        """The batch-invariant path without autograd: every expert's rows padded to whole tiles in one buffer
-        [tiles, tile, H], and each projection as ONE batched GEMM over the tiles (each tile against its expert's
-        weight) where that pays (`_batched_tiles_pay`), otherwise one GEMM per tile. Both give a tile the bits of `tiled_swiglu`'s fixed-shape GEMM whatever the other tiles are (`bmm`
-        runs the same per-matrix kernel: checked by tests/test_model_batch_invariance.py on the machine it runs
-        on); the activation runs once over all tiles (elementwise: the same bits as tile by tile). The batched form
-        replaces ~2 x tiles small GEMM calls per layer (each ~15-20 us of BLAS set-up in bfloat16 on CPU) by two."""
+        """The batch-invariant path without autograd: every expert's rows padded to whole tiles of `tile` rows in
+        one buffer, and each projection as batched GEMMs over the tiles (each tile against its expert's weight)
+        where that pays (`_batched_tiles_pay`), otherwise one GEMM per tile. Both give a tile the bits of
+        `tiled_swiglu`'s fixed-shape GEMM whatever the other tiles are (`bmm` runs the same per-matrix kernel:
+        checked by tests/test_model_batch_invariance.py on the machine it runs on); the activation runs once over
+        all tiles (elementwise: the same bits as tile by tile).
+
+        Batched layout: when at least half the experts have rows, the first E tiles are each expert's first tile
+        (zeros for an expert without rows), multiplied against the stacked weights as they are (no copy); the
+        remaining tiles follow, against weights gathered per tile. Two or four GEMM calls per projection replace
+        one per tile (each ~15-20 us of set-up in bfloat16 on CPU)."""
         hidden = x_sorted.shape[1]
-        dest, tile_expert, padded = [], [], 0  # each sorted row's slot in the padded buffer; the expert of each tile
+        batched = self._batched_tiles_pay(sum(-(-n // tile) for n in counts))
+        full_bank = batched and 2 * sum(1 for n in counts if n) >= self.num_experts
+        # each sorted row's slot in the padded buffer; the expert of each tile after the bank tiles
+        dest, tile_expert = [], []
+        padded = self.num_experts * tile if full_bank else 0
         for e, n in enumerate(counts):
+            if n and full_bank:
+                first = min(n, tile)
+                dest.extend(range(e * tile, e * tile + first))
+                n -= first
             if n:
                 dest.extend(range(padded, padded + n))
                 num = -(-n // tile)
                 tile_expert.extend([e] * num)
                 padded += num * tile
-        device = x_sorted.device
-        dest_t = torch.tensor(dest, dtype=torch.long, device=device)
+        dest_t = torch.tensor(dest, dtype=torch.long, device=x_sorted.device)
         buf = x_sorted.new_zeros(padded, hidden)
         buf[dest_t] = x_sorted
-        n_tiles = len(tile_expert)
-        if self._batched_tiles_pay(n_tiles):
-            experts = torch.tensor(tile_expert, dtype=torch.long, device=device)
-            gate_up = torch.bmm(buf.view(n_tiles, tile, hidden),
-                                self.gate_up_proj.index_select(0, experts).transpose(1, 2))
-            gate, up = gate_up.chunk(2, dim=-1)
-            out = torch.bmm(F.silu(gate) * up, self.down_proj.index_select(0, experts).transpose(1, 2))
-            return out.view(padded, hidden)[dest_t]
+        if batched:
+            gate, up = self._bmm_tiles(buf, self.gate_up_proj, tile_expert, full_bank, tile).chunk(2, dim=-1)
+            return self._bmm_tiles(F.silu(gate) * up, self.down_proj, tile_expert, full_bank, tile)[dest_t]
         gate_up = x_sorted.new_empty(padded, 2 * self.intermediate)
         for t, e in enumerate(tile_expert):
             s = t * tile
@@ -170,6 +177,19 @@ class ExpertBank(nn.Module):
             s = t * tile
             torch.mm(act[s:s + tile], self.down_proj[e].t(), out=out[s:s + tile])
         return out[dest_t]
+
+    def _bmm_tiles(self, x: Tensor, weight: Tensor, tile_expert: list[int], full_bank: bool, tile: int) -> Tensor:
+        """x [tiles * tile, K] in `_tiled`'s batched layout, weight [E, N, K] -> [tiles * tile, N]."""
+        out = x.new_empty(x.shape[0], weight.shape[1])
+        bank = self.num_experts * tile if full_bank else 0
+        if full_bank:
+            torch.bmm(x[:bank].view(self.num_experts, tile, -1), weight.transpose(1, 2),
+                      out=out[:bank].view(self.num_experts, tile, -1))
+        if tile_expert:
+            experts = torch.tensor(tile_expert, dtype=torch.long, device=x.device)
+            torch.bmm(x[bank:].view(len(tile_expert), tile, -1), weight.index_select(0, experts).transpose(1, 2),
+                      out=out[bank:].view(len(tile_expert), tile, -1))
+        return out
 
     def _batched_tiles_pay(self, n_tiles: int) -> bool:
         """Whether `_tiled` runs each projection as one batched GEMM over gathered per-tile weights: for 16-bit
