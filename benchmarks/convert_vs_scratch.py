@@ -229,11 +229,11 @@ def train_ar(shape: Shape, data, ar_vocab: int, folder: Path) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        done = step + 1
+        done, train_loss = step + 1, float(loss.detach())
         if done % shape.eval_every == 0 or done == shape.ar_steps:
-            curve.append({"step": done, "tokens": done * shape.ar_batch * shape.seq_len, "train_loss": float(loss.detach()),
+            curve.append({"step": done, "tokens": done * shape.ar_batch * shape.seq_len, "train_loss": train_loss,
                           "eval_loss": ar_eval(model, data, shape)})
-            print(f"ar step {done}/{shape.ar_steps} loss {float(loss.detach()):.3f} eval {curve[-1]['eval_loss']:.3f}",
+            print(f"ar step {done}/{shape.ar_steps} loss {train_loss:.3f} eval {curve[-1]['eval_loss']:.3f}",
                   flush=True)
     elapsed = time.perf_counter() - t0
     model.save_pretrained(folder)

@@ -27,7 +27,7 @@ def test_convert_vs_scratch_pipeline_at_the_test_shape(tmp_path, capsys):
     demo = _module()
     out, png = tmp_path / "result.json", tmp_path / "curve.png"
     assert demo.main(["--shape", "test", "--work-dir", str(tmp_path / "work"), "--json", str(out),
-                      "--plot", str(png)]) == 0
+                      "--plot", str(png), "--scratch-lr", "3e-3"]) == 0
     result = json.loads(out.read_text())
     shape = demo.SHAPES["test"]
     # the AR phase: a transformers Qwen3, trained causally, then `redraft convert` (mask row added: vocab + 1)
@@ -49,7 +49,11 @@ def test_convert_vs_scratch_pipeline_at_the_test_shape(tmp_path, capsys):
     for name in ("converted_arm", "scratch_arm"):
         logged = [json.loads(line) for line in (tmp_path / "work" / name / "metrics.jsonl").read_text().splitlines()]
         assert len({r["block_length"] for r in logged if "block_length" in r}) > 1
+    # the learning-rate check: one more scratch arm, as long, at the other rate; the best scratch arm is named
+    (swept,) = result["scratch_lr_sweep"]
+    assert swept["lr"] == 3e-3 and swept["steps"] == scratch["steps"] and len(swept["curve"]) == len(scratch["curve"])
     summary = result["summary"]
-    assert set(summary) == {"per_diffusion_token", "total_tokens", "time_s"}
+    assert summary["best_scratch"]["lr"] in (3e-3, shape.diffusion_lr)
+    assert set(summary) == {"per_diffusion_token", "total_tokens", "time_s", "best_scratch"}
     assert summary["total_tokens"]["converted_total_tokens"] == result["ar"]["tokens"] + conv["tokens"]
     assert png.stat().st_size > 0 and "per diffusion token" in capsys.readouterr().out
