@@ -120,8 +120,9 @@ def data_config(shape: Shape):
                       text_files=globs, cpt_eval_fraction=shape.cpt_eval_fraction, seed=shape.seed)
 
 
-def train_texts(cfg) -> list[str]:
-    """The texts `redraft.training.data.build_corpus` trains on (its held-out rule), for the AR tokenizer."""
+def train_texts(cfg) -> tuple[list[str], set[str]]:
+    """(the texts `redraft.training.data.build_corpus` trains on, the names it holds out): its held-out rule, for
+    the AR tokenizer."""
     from redraft.training.data import is_code_eval_module, is_eval_name, stdlib_files
 
     texts: list[tuple[str, Path, bool]] = []
@@ -130,12 +131,13 @@ def train_texts(cfg) -> list[str]:
         texts += [(f"stdlib/{p.relative_to(root)}", p, is_code_eval_module(p.relative_to(root))) for p in files]
     for pattern in cfg.text_files:
         texts += [(str(p), p, False) for p in sorted(Path("/").glob(pattern.lstrip("/")))]
-    return [p.read_text(encoding="utf-8", errors="replace") for name, p, code_eval in texts
-            if not code_eval and not is_eval_name(name, cfg.cpt_eval_fraction)]
+    held = {name for name, _, code_eval in texts if code_eval or is_eval_name(name, cfg.cpt_eval_fraction)}
+    return [p.read_text(encoding="utf-8", errors="replace") for name, p, _ in texts if name not in held], held
 
 
-def write_ar_tokenizer(shape: Shape, cfg, folder: Path) -> int:
-    """A byte-level BPE with EOS as its only special token (no mask token): what an AR checkpoint ships."""
+def write_ar_tokenizer(shape: Shape, cfg, folder: Path) -> tuple[int, set[str]]:
+    """A byte-level BPE with EOS as its only special token (no mask token): what an AR checkpoint ships, trained on
+    the train split only. Returns (its size, the held-out names)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from redraft.model.tokenizer import EOS_TOKEN
@@ -145,11 +147,12 @@ def write_ar_tokenizer(shape: Shape, cfg, folder: Path) -> int:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=shape.vocab, min_frequency=2, special_tokens=[EOS_TOKEN],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(train_texts(cfg), trainer=trainer)
+    texts, held = train_texts(cfg)
+    tok.train_from_iterator(texts, trainer=trainer)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN}))
-    return tok.get_vocab_size(with_added_tokens=True)
+    return tok.get_vocab_size(with_added_tokens=True), held
 
 
 def prepare(shape: Shape, work: Path) -> tuple[Any, int]:
@@ -159,9 +162,11 @@ def prepare(shape: Shape, work: Path) -> tuple[Any, int]:
     from redraft.training.prepare import prepare_data
 
     cfg = data_config(shape)
-    ar_vocab = write_ar_tokenizer(shape, cfg, work / "ar")
+    ar_vocab, held = write_ar_tokenizer(shape, cfg, work / "ar")
     tokenizer, _, _, _ = add_mask_token(work / "ar", ar_vocab)
     data = prepare_data(cfg, work / "data", tokenizer=tokenizer)
+    if held != set(data.recipe["held_out_files"]):
+        raise RuntimeError("the AR tokenizer's held-out files differ from the data's (redraft.training.data changed)")
     if not len(data.eval):
         raise ValueError(f"shape {shape.name!r}: no held-out rows (raise cpt_eval_fraction or add files)")
     return data, ar_vocab
