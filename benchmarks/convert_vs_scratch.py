@@ -398,12 +398,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.plot([(p["tokens"] + shift) / 1e6 for p in conv], [p["eval_loss"] for p in conv], "o-", ms=3,
                 label=f"converted AR (Qwen3 -> redraft convert, lr {result['converted']['lr']:g})")
         if shift:
-            ax.axvspan(0, a / 1e6, color="0.9", label="AR phase (causal LM)")
+            ax.axvspan(0, a / 1e6, color="0.9")
+            ax.text(a / 2e6, 0.95, "AR phase (causal LM)\nof the converted arm", ha="center", va="top", fontsize=8,
+                    transform=ax.get_xaxis_transform())
         ax.set_xlabel("tokens (M)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out diffusion eval loss (M2T)")
-    axes[1].legend()
+    axes[0].legend(loc="upper right", fontsize=8)
     fig.suptitle(f"AR -> block diffusion vs scratch ({result['converted']['parameters']:,} parameters, "
                  f"seq {result['shape']['seq_len']}, stdlib text)")
     fig.tight_layout()
@@ -455,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "the full shape, none otherwise)")
     p.add_argument("--scratch-lr", type=float, action="append", default=[], metavar="LR",
                    help="also train the scratch arm at this learning rate (repeatable): a fairness check")
+    p.add_argument("--replot", action="store_true", help="only redraw the plot from the existing --json result")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     args = p.parse_args(argv)
     shape = SHAPES["quick" if args.quick else args.shape]
@@ -464,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     json_path = Path(args.json or ROOT / "benchmarks" / "results" / f"convert_vs_scratch{suffix}.json")
     plot_path = args.plot if args.plot is not None else (str(ROOT / "docs" / "convert_vs_scratch.png")
                                                          if shape.name == "full" else "")
+    if args.replot:
+        plot(json.loads(json_path.read_text()), Path(plot_path or ROOT / "docs" / "convert_vs_scratch.png"))
+        return 0
     t0 = time.perf_counter()
     result = run(shape, work, args.scratch_lr)
     result["command"] = "python benchmarks/convert_vs_scratch.py " + " ".join(argv if argv is not None else
