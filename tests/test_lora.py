@@ -164,3 +164,26 @@ def test_generate_with_adapter_merges_it(base, tiny_checkpoint, tmp_path, capsys
     plain = capsys.readouterr().out
     assert main(["generate", *args, "--adapter", str(tmp_path / "adapter")]) == 0
     assert capsys.readouterr().out != plain  # the adapter changes what the model writes
+
+
+def test_eval_with_adapter_scores_the_merged_model(base, tiny_checkpoint, tmp_path):
+    """`redraft eval --adapter DIR` / `evaluate(adapter=...)` load through `load_merged`, as generate does."""
+    from redraft.cli import main
+    from redraft.evaluation.harness import evaluate, load
+
+    apply_lora(base, LoraSettings(r=4))
+    _randomise_b(base, std=0.05)
+    ids = _ids(base.config.vocab_size, seed=7)
+    want = base.eval()(ids).logits
+    save_adapter(base, tmp_path / "adapter")
+    model, _, name = load(tiny_checkpoint, device="cpu", adapter=tmp_path / "adapter")
+    assert not is_lora(model) and "adapter" in name
+    assert (model(ids).logits - want).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="adapter"):
+        evaluate(base, ["addition"], n=1, tokenizer=object(), adapter=tmp_path / "adapter")
+    out = tmp_path / "ev"
+    fast = ["--set", "max_new_tokens=8", "--set", "block_length=8", "--set", "max_post_steps=1"]
+    assert main(["eval", str(tiny_checkpoint), "--tasks", "addition", "--n", "1", "--out", str(out),
+                 "--adapter", str(tmp_path / "adapter"), *fast]) == 0
+    assert json.loads((out / "eval.json").read_text())["model"].endswith(f"adapter {tmp_path / 'adapter'}")
+    assert main(["eval", str(tiny_checkpoint), "--n", "1", "--out", str(out), "--adapter", str(tmp_path)]) == 2

@@ -4,6 +4,7 @@ tau_mask x tau_edit sweep with its speed/score Pareto front."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -124,11 +125,12 @@ def plan(settings: BenchSettings) -> list[tuple[str, str, dict[str, Any]]]:
 
 def bench(model_or_path: Any, settings: BenchSettings | None = None, *, tokenizer: Any = None,
           generate_fn: GenerateFn | None = None, progress: ProgressFn | None = None, device: str = "cpu",
-          quantization: str | None = None) -> BenchReport:
+          quantization: str | None = None, adapter: str | os.PathLike | None = None) -> BenchReport:
     """Evaluate every planned configuration (identical configurations are decoded once) on the same examples.
-    quantization: per-block FP8 weights when loading a path ("fp8", "fp8-all"; see `redraft.load_model`)."""
+    quantization: per-block FP8 weights when loading a path ("fp8", "fp8-all"; see `redraft.load_model`).
+    adapter: a LoRA adapter directory (PEFT layout) merged into the checkpoint at load."""
     settings = settings or BenchSettings()
-    model, tokenizer, name = load(model_or_path, tokenizer, device, quantization)
+    model, tokenizer, name = load(model_or_path, tokenizer, device, quantization, adapter)
     planned = plan(settings)
     configs: list[DecodeConfig] = []
     for _, _, spec in planned:

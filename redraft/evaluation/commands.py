@@ -102,6 +102,11 @@ def _common(p: argparse.ArgumentParser, default_tasks: str, default_n: int) -> N
     p.add_argument("--device", default="cpu", help="torch device to load the model on")
 
 
+def add_adapter_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", metavar="DIR", default=None,
+                   help="LoRA adapter (PEFT layout) merged into the model at load, as generate/serve --adapter")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="score a model on tasks: score, TPF, tokens/s, edits per token",
                               description="Decode the eval split of each task in batches and score it exactly; "
@@ -112,6 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="output directory")
     p.add_argument("--no-samples", action="store_true", help="leave per-example completions out of eval.json")
     add_quantization_argument(p)
+    add_adapter_argument(p)
     p.set_defaults(func=run_eval)
 
     b = subparsers.add_parser("bench", help="paper-style tables and a speed/score Pareto plot",
@@ -125,6 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--mbe-blocks", type=int, default=1, help="k of the Multi-Block Editing rows")
     b.add_argument("--out", type=Path, default=Path("bench-out"), help="output directory")
     add_quantization_argument(b)
+    add_adapter_argument(b)
     b.set_defaults(func=run_bench)
 
     r = subparsers.add_parser("results", help="reproduce the paper's claims C1-C3 into docs/RESULTS.md",
@@ -146,7 +153,8 @@ def run_eval(args: argparse.Namespace) -> int:
     with progress_bar(f"eval {args.mode}") as progress:
         report = evaluate(model, args.tasks, mode=args.mode, overrides=parse_sets(args.set), n=args.n,
                           seeds=args.seeds, batch_size=args.batch_size, keep_samples=not args.no_samples,
-                          progress=progress, device=args.device, quantization=args.quantization)
+                          progress=progress, device=args.device, quantization=args.quantization,
+                          adapter=args.adapter)
     js = report.write_json(args.out / "eval.json")
     md = report.write_markdown(args.out / "eval.md")
     print(report.to_markdown())
@@ -163,7 +171,8 @@ def run_bench(args: argparse.Namespace) -> int:
                              mbe_blocks=args.mbe_blocks, overrides=parse_sets(args.set))
     model = resolve_model(args.model)
     with progress_bar("bench") as progress:
-        report = bench(model, settings, progress=progress, device=args.device, quantization=args.quantization)
+        report = bench(model, settings, progress=progress, device=args.device, quantization=args.quantization,
+                       adapter=args.adapter)
     js = report.write_json(args.out / "bench.json")
     png = plot_pareto(report, args.out / "pareto.png")
     md = write_markdown(report, args.out / "bench.md", png.name)

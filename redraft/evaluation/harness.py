@@ -32,16 +32,20 @@ def decode_config(mode: str = "quality", overrides: Mapping[str, Any] | None = N
 
 
 def load(model_or_path: Any, tokenizer: Any = None, device: str = "cpu",
-         quantization: str | None = None) -> tuple[Any, Any, str]:
-    """(model, tokenizer, name): loads a checkpoint directory / hub id (with `quantization`, see
-    `redraft.load_model`), or passes a model object through."""
+         quantization: str | None = None, adapter: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name): loads a checkpoint directory / hub id (with a LoRA `adapter` merged in and
+    `quantization`, as `generate --adapter` does: `redraft.model.lora.load_merged`), or passes a model object
+    through."""
     if isinstance(model_or_path, (str, os.PathLike)):
-        from redraft.model.loading import load_model
+        from redraft.model.lora import load_merged
         from redraft.model.tokenizer import load_tokenizer
 
-        return (load_model(model_or_path, device=device, quantization=quantization),
-                tokenizer or load_tokenizer(model_or_path),
-                str(model_or_path))
+        name = str(model_or_path) if adapter is None else f"{model_or_path} + adapter {adapter}"
+        return (load_merged(model_or_path, adapter, device=device, quantization=quantization),
+                tokenizer or load_tokenizer(model_or_path), name)
+    if adapter is not None:
+        raise ValueError(f"adapter {str(adapter)!r} is for a checkpoint path; a model object is used as given "
+                         "(apply or merge the adapter into it first)")
     if tokenizer is None:
         raise ValueError("tokenizer must be given when model_or_path is a model object, got None")
     name = getattr(getattr(model_or_path, "config", None), "name_or_path", None) or type(model_or_path).__name__
@@ -87,13 +91,14 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
              batch_size: int = 16, tokenizer: Any = None, label: str | None = None, keep_samples: bool = True,
              progress: ProgressFn | None = None, generate_fn: GenerateFn | None = None,
              device: str = "cpu", config: DecodeConfig | None = None,
-             quantization: str | None = None) -> EvalReport:
+             quantization: str | None = None, adapter: str | os.PathLike | None = None) -> EvalReport:
     """Decode `n` eval-split examples of each task for each seed (examples and sampler seeded by it), `batch_size`
     prompts per engine call, and score them. Returns an EvalReport (see `TaskRun` for what each number means).
 
     Settings: the preset of `mode`, or `config` when given, with `overrides` applied; then per task its generation
     budget (unless max_new_tokens is overridden) and stop strings. progress(done, total) counts examples.
-    quantization: per-block FP8 weights when loading a path ("fp8", "fp8-all"; see `redraft.load_model`)."""
+    quantization: per-block FP8 weights when loading a path ("fp8", "fp8-all"; see `redraft.load_model`).
+    adapter: a LoRA adapter directory (PEFT layout) merged into the checkpoint at load (`redraft.model.lora`)."""
     _check_int("n", n, 1)
     _check_int("batch_size", batch_size, 1)
     seeds = list(seeds)
@@ -104,7 +109,7 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task], *, mode: str = "qu
     overrides = dict(overrides or {})
     base = decode_config(mode, overrides) if config is None else config.replace(**overrides)
     task_list = _tasks(tasks)
-    model, tokenizer, name = load(model_or_path, tokenizer, device, quantization)
+    model, tokenizer, name = load(model_or_path, tokenizer, device, quantization, adapter)
     import torch  # here, not at the top: the CLI imports this module (MODES) to build its parser
 
     if generate_fn is None:
