@@ -92,12 +92,19 @@ def test_block_index_counts_blocks_and_segments():
 class CleanCopyModel(torch.nn.Module):
     """Two-stream input [x_t ; x_0]: the logits of every position are peaked on the clean token at the same position."""
 
-    def forward(self, input_ids, position_ids=None, layout=None, *, attn_mask=None, cache=None):
+    def forward(self, input_ids, position_ids=None, layout=None, *, attn_mask=None, cache=None, logits_index=None):
         length = input_ids.shape[1] // 2
         clean = input_ids[:, length:]
         logits = torch.full((*input_ids.shape, VOCAB), -30.0)
         logits[:, :length].scatter_(-1, clean[..., None], 30.0)
-        return type("Out", (), {"logits": logits})()
+        return type("Out", (), {"logits": _select(logits, logits_index)})()
+
+
+def _select(logits, logits_index):
+    """The model's `logits_index` contract: logits at those window positions only ([B, E, V])."""
+    if logits_index is None:
+        return logits
+    return logits.gather(1, logits_index[:, :, None].expand(-1, -1, logits.shape[-1]))
 
 
 def test_loss_labels_are_at_the_same_position():
@@ -122,10 +129,10 @@ class DraftingModel(torch.nn.Module):
     def draft(pos: torch.Tensor) -> torch.Tensor:
         return 2 + (7 * pos + 3) % (VOCAB - 2)
 
-    def forward(self, ids, pos, attn_mask=None):
+    def forward(self, ids, pos, attn_mask=None, logits_index=None):
         self.calls.append((ids[:, :ids.shape[1] // 2].clone(), torch.is_grad_enabled()))
         logits = 8.0 * torch.nn.functional.one_hot(self.draft(pos), VOCAB).float() + self.bias
-        return type("Out", (), {"logits": logits})()
+        return type("Out", (), {"logits": _select(logits, logits_index)})()
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])

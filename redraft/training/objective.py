@@ -56,7 +56,10 @@ def noisy_logits(model: nn.Module, x_t: Tensor, batch: TrainBatch, block_length:
     ids = torch.cat([x_t, batch.input_ids], dim=1)
     pos = torch.cat([batch.position_ids, batch.position_ids], dim=1)
     mask = packed_dual_stream_mask(batch.position_ids, batch.segment_ids, block_length)
-    return model(ids, pos, attn_mask=mask).logits[:, :length]
+    # the LM head only on the noisy half: the clean stream's logits are never read (half the head's work, and no
+    # [B, 2L, V] float32 tensor)
+    noisy_half = torch.arange(length, device=x_t.device)[None].expand(x_t.shape[0], length)
+    return model(ids, pos, attn_mask=mask, logits_index=noisy_half).logits
 
 
 class DiffusionObjective:
@@ -81,7 +84,11 @@ class DiffusionObjective:
             with torch.no_grad():
                 logits = noisy_logits(model, x_t, batch, block_length).float()
                 logits[..., self.mask_id] = float("-inf")
-                conf, pred = logits.softmax(-1).max(-1)
+                if self.cfg.mtf_select == "confidence":  # the top softmax value without the normalised softmax
+                    top, pred = logits.max(-1)
+                    conf = torch.exp(top - torch.logsumexp(logits, dim=-1))
+                else:
+                    pred = logits.argmax(-1)
             if self.cfg.mtf_select == "confidence":
                 write = masked & rows & (conf >= self.cfg.mtf_confidence)
             else:
