@@ -62,7 +62,7 @@ class ExpertBank(nn.Module):
         self.intermediate = intermediate
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate, hidden))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
-        self.use_grouped_mm: bool | None = None  # None: automatic (CUDA, bf16, Hopper or newer)
+        self.use_grouped_mm: bool | None = None  # None: automatic (CPU; CUDA bf16 on Hopper or newer)
 
     # -- official names in the state dict -------------------------------------------------------------------
     def official_views(self, keep_vars: bool = False) -> dict[str, Tensor]:
@@ -98,25 +98,39 @@ class ExpertBank(nn.Module):
 
     # -- compute -------------------------------------------------------------------------------------------
     def _grouped_ok(self, x: Tensor) -> bool:
-        if not x.is_cuda or not hasattr(torch, "_grouped_mm"):
+        """Grouped matmul: on CPU always (torch's CPU kernel, with autograd: training's experts in two grouped GEMMs
+        instead of a loop of per-expert slices, each slice's backward a zero-filled full-size gradient); on CUDA for
+        bf16 on Hopper or newer. `use_grouped_mm` forces it on or off."""
+        if not hasattr(torch, "_grouped_mm") or x.device.type not in ("cpu", "cuda"):
             return False
         if self.use_grouped_mm is not None:
             return self.use_grouped_mm
+        if not x.is_cuda:  # the CPU kernel takes float32, bfloat16 and float16 (not float64: the loop then)
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+            return dtype in (torch.float32, torch.bfloat16, torch.float16) and self.gate_up_proj.dtype != torch.float64
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
+
+    def _grouped(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
+        """Two grouped GEMMs (gate+up, down) over the experts' row groups, in the autocast dtype when autocast is on
+        (grouped matmul has no autocast rule: inputs and weights are cast here, once per forward)."""
+        device = x_sorted.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_sorted.dtype
+        offs = counts.cumsum(0).to(torch.int32)
+        gate_up, down = self.gate_up_proj.to(dtype), self.down_proj.to(dtype)
+        gate, up = torch._grouped_mm(x_sorted.to(dtype), gate_up.transpose(1, 2), offs=offs).chunk(2, dim=-1)
+        return torch._grouped_mm(F.silu(gate) * up, down.transpose(1, 2), offs=offs)
 
     def forward(self, x_sorted: Tensor, counts: Tensor, tile: int | None = None) -> Tensor:
         """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H].
 
-        Paths: grouped matmul (CUDA, bf16, Hopper+; two grouped GEMMs: gate+up, down); on other CUDA setups padded
+        Paths: grouped matmul (CPU; CUDA bf16 Hopper+; two grouped GEMMs: gate+up, down); on other CUDA setups padded
         batched matmul (no host sync; E/k times the work) while a CUDA graph is being captured or when its buffers
         are small; otherwise a loop over experts with one host sync per layer. With `tile` (a batch-invariant
         forward, see `invariant.py`) each expert's rows in GEMMs of exactly `tile` rows: a token's result then does
         not depend on how many other tokens picked the same expert.
         """
         if tile is None and self._grouped_ok(x_sorted):
-            offs = counts.cumsum(0).to(torch.int32)
-            gate, up = torch._grouped_mm(x_sorted, self.gate_up_proj.transpose(1, 2), offs=offs).chunk(2, dim=-1)
-            return torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offs)
+            return self._grouped(x_sorted, counts)
         capacity = x_sorted.shape[0] // self.top_k  # tokens: a token picks an expert at most once
         if tile is None and x_sorted.is_cuda and (torch.cuda.is_current_stream_capturing()
                                                   or self._padded_fits(x_sorted, capacity)):
