@@ -20,6 +20,12 @@ _PROJ = ("gate_proj", "up_proj", "down_proj")
 TILE_GATHER_MAX = 1 << 22
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a matmul of x runs in: the autocast dtype when autocast is on for x's device, else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 class Router(nn.Module):
     """Sigmoid scores; `expert_bias` shifts scores for selection only; top-2 per group rank the groups."""
 
@@ -106,15 +112,13 @@ class ExpertBank(nn.Module):
         if self.use_grouped_mm is not None:
             return self.use_grouped_mm
         if not x.is_cuda:  # the CPU kernel takes float32, bfloat16 and float16 (not float64: the loop then)
-            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-            return dtype in (torch.float32, torch.bfloat16, torch.float16) and self.gate_up_proj.dtype != torch.float64
+            return _compute_dtype(x) in (torch.float32, torch.bfloat16, torch.float16)
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
 
     def _grouped(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         """Two grouped GEMMs (gate+up, down) over the experts' row groups, in the autocast dtype when autocast is on
         (grouped matmul has no autocast rule: inputs and weights are cast here, once per forward)."""
-        device = x_sorted.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_sorted.dtype
+        dtype = _compute_dtype(x_sorted)
         offs = counts.cumsum(0).to(torch.int32)
         gate_up, down = self.gate_up_proj.to(dtype), self.down_proj.to(dtype)
         gate, up = torch._grouped_mm(x_sorted.to(dtype), gate_up.transpose(1, 2), offs=offs).chunk(2, dim=-1)
@@ -178,8 +182,9 @@ class ExpertBank(nn.Module):
         buf = x_sorted.new_zeros(padded, hidden)
         buf[dest_t] = x_sorted
         if batched:
-            gate, up = self._bmm_tiles(buf, self.gate_up_proj, tile_expert, full_bank, tile).chunk(2, dim=-1)
-            return self._bmm_tiles(F.silu(gate) * up, self.down_proj, tile_expert, full_bank, tile)[dest_t]
+            experts = torch.tensor(tile_expert, dtype=torch.long, device=x_sorted.device)
+            gate, up = self._bmm_tiles(buf, self.gate_up_proj, experts, full_bank, tile).chunk(2, dim=-1)
+            return self._bmm_tiles(F.silu(gate) * up, self.down_proj, experts, full_bank, tile)[dest_t]
         gate_up = x_sorted.new_empty(padded, 2 * self.intermediate)
         for t, e in enumerate(tile_expert):
             s = t * tile
@@ -192,17 +197,16 @@ class ExpertBank(nn.Module):
             torch.mm(act[s:s + tile], self.down_proj[e].t(), out=out[s:s + tile])
         return out[dest_t]
 
-    def _bmm_tiles(self, x: Tensor, weight: Tensor, tile_expert: list[int], full_bank: bool, tile: int) -> Tensor:
+    def _bmm_tiles(self, x: Tensor, weight: Tensor, experts: Tensor, full_bank: bool, tile: int) -> Tensor:
         """x [tiles * tile, K] in `_tiled`'s batched layout, weight [E, N, K] -> [tiles * tile, N]."""
         out = x.new_empty(x.shape[0], weight.shape[1])
         bank = self.num_experts * tile if full_bank else 0
         if full_bank:
             torch.bmm(x[:bank].view(self.num_experts, tile, -1), weight.transpose(1, 2),
                       out=out[:bank].view(self.num_experts, tile, -1))
-        if tile_expert:
-            experts = torch.tensor(tile_expert, dtype=torch.long, device=x.device)
-            torch.bmm(x[bank:].view(len(tile_expert), tile, -1), weight.index_select(0, experts).transpose(1, 2),
-                      out=out[bank:].view(len(tile_expert), tile, -1))
+        if len(experts):
+            torch.bmm(x[bank:].view(len(experts), tile, -1), weight.index_select(0, experts).transpose(1, 2),
+                      out=out[bank:].view(len(experts), tile, -1))
         return out
 
     def _batched_tiles_pay(self, n_tiles: int) -> bool:
