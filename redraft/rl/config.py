@@ -41,7 +41,8 @@ class RLConfig:
     aligned positions are masked alike, so shared tokens cancel between positive and negative advantages instead of
     adding variance; off = a seed per row); minibatch_size: rows per optimiser step (0 = all rows of the batch);
     micro_batch_size: rows per forward. eval_size / eval_seed / eval_every: greedy held-out accuracy (eval_sampled:
-    also at the rollout temperature, logged with a `_sampled` suffix)."""
+    also at the rollout temperature, logged with a `_sampled` suffix). keep_host_memory: on CPU, keep freed memory
+    mapped between steps (`redraft.training.host_memory`)."""
 
     init_from: str = ""
     output_dir: str = "runs/rl"
@@ -69,6 +70,7 @@ class RLConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"
+    keep_host_memory: bool = True
     parallel: str = "ddp"
     max_time_s: float | None = None
     lora: LoraSettings | None = None

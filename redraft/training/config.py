@@ -60,7 +60,9 @@ class TrainConfig:
     """Everything a `redraft train` run needs. `model`: LLaDA2MoeConfig fields (vocab_size comes from the tokenizer)
     for a fresh model, ignored when `init_from` names a checkpoint. `block_schedule`: [[start_step, block_length],
     ...] (LLaDA2.0's warm-up/decay of block sizes); before its first entry, and without one, `block_length`.
-    `lora`: train a LoRA adapter (PEFT) on the `init_from` model instead of every weight (see `lora_section`)."""
+    `lora`: train a LoRA adapter (PEFT) on the `init_from` model instead of every weight (see `lora_section`).
+    `keep_host_memory`: on CPU, keep freed memory mapped between steps (`host_memory.keep_freed_memory`; ~1.5x
+    faster on a 2-core VM, resident size never shrinks)."""
 
     output_dir: str = "runs/train"
     model: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +80,7 @@ class TrainConfig:
     device: str = "auto"
     autocast: str = "bf16"
     compile: bool = False
+    keep_host_memory: bool = True
     gradient_checkpointing: bool = False
     expert_bias_update_rate: float = 0.0
     log_every: int = 10

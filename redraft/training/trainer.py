@@ -27,6 +27,7 @@ from .balance import ExpertLoadBalancer
 from .checkpoint import export_model, latest_checkpoint, load_trainer_state, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed, unwrap, wrap_model
+from .host_memory import keep_freed_memory
 from .noise import NoiseConfig
 from .objective import DiffusionObjective, summarize_metrics
 from .prepare import PreparedData, load_prepared, prepare_data
@@ -85,6 +86,8 @@ class Trainer:
 
     def setup(self) -> None:
         cfg, info = self.cfg, self.info
+        if cfg.keep_host_memory and info.device.type == "cpu":
+            keep_freed_memory()
         self.data = self.load_data()
         tok = self.data.tokenizer
         if self.data.train.seq_len != cfg.data.seq_len:
