@@ -112,6 +112,8 @@ class ExpertBank(nn.Module):
         if self.use_grouped_mm is not None:
             return self.use_grouped_mm
         if not x.is_cuda:  # the CPU kernel takes float32, bfloat16 and float16 (not float64: the loop then)
+            if torch.compiler.is_compiling():  # but its shape function, run while tracing, bfloat16 only
+                return _compute_dtype(x) == torch.bfloat16
             return _compute_dtype(x) in (torch.float32, torch.bfloat16, torch.float16)
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
 
@@ -127,17 +129,17 @@ class ExpertBank(nn.Module):
     def forward(self, x_sorted: Tensor, counts: Tensor, tile: int | None = None) -> Tensor:
         """x_sorted: [M, H] rows grouped by expert (expert e owns `counts[e]` consecutive rows) -> [M, H].
 
-        Paths: grouped matmul (CPU; CUDA bf16 Hopper+; two grouped GEMMs: gate+up, down); on other CUDA setups padded
-        batched matmul (no host sync; E/k times the work) while a CUDA graph is being captured or when its buffers
-        are small; otherwise a loop over experts with one host sync per layer. With `tile` (a batch-invariant
+        Paths: grouped matmul (CPU; CUDA bf16 Hopper+; two grouped GEMMs: gate+up, down); otherwise padded batched
+        matmul (no host sync; E/k times the work) under torch.compile, while a CUDA graph is being captured, or on
+        CUDA when its buffers are small; otherwise a loop over experts with one host sync per layer. With `tile` (a batch-invariant
         forward, see `invariant.py`) each expert's rows in GEMMs of exactly `tile` rows: a token's result then does
         not depend on how many other tokens picked the same expert.
         """
         if tile is None and self._grouped_ok(x_sorted):
             return self._grouped(x_sorted, counts)
         capacity = x_sorted.shape[0] // self.top_k  # tokens: a token picks an expert at most once
-        if tile is None and x_sorted.is_cuda and (torch.cuda.is_current_stream_capturing()
-                                                  or self._padded_fits(x_sorted, capacity)):
+        if tile is None and (torch.compiler.is_compiling() or x_sorted.is_cuda and (
+                torch.cuda.is_current_stream_capturing() or self._padded_fits(x_sorted, capacity))):
             return self._padded(x_sorted, counts, capacity)
         if tile is not None and not needs_grad(x_sorted, self.gate_up_proj):
             return self._tiled(x_sorted, counts.tolist(), tile)

@@ -21,14 +21,18 @@ class ExpertLoadBalancer:
             raise ValueError(f"expert_bias_update_rate must be >= 0, got {rate}")
         self.rate = rate
         self.routers = [m for m in model.modules() if isinstance(m, Router)]
-        self.loads: list[Tensor | None] = [None] * len(self.routers)
+        # one count buffer per router, added to in place (a hook that rebinds list items would make torch.compile
+        # guard on them and recompile); `step` reads and zeroes them
+        self.loads: list[Tensor] = [torch.zeros(r.expert_bias.numel(), device=r.expert_bias.device)
+                                    for r in self.routers]
         self.handles = [r.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)] if rate else []
 
     def _hook(self, i: int):
         def hook(module: Router, inputs, output) -> None:
-            idx = output[0].detach()
-            counts = torch.bincount(idx.reshape(-1), minlength=module.expert_bias.numel()).float()
-            self.loads[i] = counts if self.loads[i] is None else self.loads[i] + counts
+            idx = output[0].detach().reshape(-1)
+            # a scatter into the fixed-size buffer, not bincount (whose output size depends on the data: a graph
+            # break that makes torch.compile skip the whole model forward)
+            self.loads[i].scatter_add_(0, idx, torch.ones(idx.shape, dtype=self.loads[i].dtype, device=idx.device))
         return hook
 
     @torch.no_grad()
@@ -38,12 +42,13 @@ class ExpertLoadBalancer:
             return 0.0
         imbalance = []
         for router, load in zip(self.routers, self.loads):
-            if load is None:
-                continue
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(load)
+            if not load.any():  # the router did not run this step
+                continue
             bias = router.expert_bias
             bias.add_(self.rate * torch.sign(load.mean() - load).to(bias.dtype))
             imbalance.append(float(load.max() / load.mean().clamp(min=1.0)))
-        self.loads = [None] * len(self.routers)
+        for load in self.loads:
+            load.zero_()
         return sum(imbalance) / len(imbalance) if imbalance else 0.0
