@@ -179,3 +179,31 @@ def test_mtf_trains_on_the_models_own_drafts_against_clean_tokens(fraction):
     assert float(loss.detach()) > float((ce_vs_drafts * w).sum() / w.sum()) + 1.0
     loss.backward()
     assert model.bias.grad is not None and model.bias.grad[VOCAB - 1] < 0  # pushes toward the clean token
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1e-9])
+def test_mtf_draft_forward_runs_on_the_mtf_rows_only(ratio):
+    """With mtf_ratio < 1 the draft turn runs on the rows drawn for MTF only (with none drawn, on one row, so that
+    every process of a sharded run takes part); drafts land in those rows alone, and the other rows reach the
+    trained forward exactly as noised."""
+    rows, length, bl = 8, 16, 4
+    pos = torch.arange(length).expand(rows, length)
+    x0 = torch.full((rows, length), VOCAB - 1)
+    batch = TrainBatch(x0, pos, torch.zeros_like(x0), torch.ones_like(x0, dtype=torch.bool))
+    cfg = NoiseConfig(mask_ratio_min=0.5, mask_ratio_max=0.9, t2t_ratio=0.0, mtf_turns=2, mtf_ratio=ratio,
+                      mtf_select="random", mtf_fraction=1.0)
+    objective = DiffusionObjective(cfg, MASK_ID, torch.arange(2, VOCAB))
+    model = DraftingModel()
+    objective(model, batch, bl, torch.Generator().manual_seed(1))
+    (first, _), (trained, _) = model.calls
+    mtf_rows = (trained != MASK_ID) & (trained != x0)  # drafted positions
+    drafted_rows = mtf_rows.any(1)
+    if ratio == 0.5:
+        assert 0 < len(first) < rows and int(drafted_rows.sum()) == len(first)
+        # the draft forward saw exactly the drafted rows, as they were noised
+        assert torch.equal(first, torch.where(mtf_rows, MASK_ID, trained)[drafted_rows])
+    else:
+        assert len(first) == 1 and not drafted_rows.any()
+    # rows without MTF: mask or clean token only, as noised
+    others = trained[~drafted_rows]
+    assert ((others == MASK_ID) | (others == x0[~drafted_rows])).all()

@@ -42,6 +42,11 @@ class TrainBatch:
         return TrainBatch(*(t.to(device, non_blocking=True) for t in
                             (self.input_ids, self.position_ids, self.segment_ids, self.eligible)))
 
+    def select(self, rows: Tensor) -> "TrainBatch":
+        """The batch of the given row indices (int64 [R])."""
+        return TrainBatch(*(t.index_select(0, rows) for t in
+                            (self.input_ids, self.position_ids, self.segment_ids, self.eligible)))
+
     @property
     def num_tokens(self) -> int:
         return int(self.input_ids.numel())
@@ -79,17 +84,23 @@ class DiffusionObjective:
             return noised
         bsz = batch.input_ids.shape[0]
         rows = torch.rand((bsz, 1), generator=gen, device=batch.input_ids.device) < self.cfg.mtf_ratio
+        # the draft forwards run on the MTF rows only (the others' predictions are never written): `mtf_ratio` of
+        # the cost. With no MTF row it still runs, on row 0 (every process of a sharded run must take part in each
+        # forward); the random draws stay full-size, so the noise does not depend on which rows ran.
+        picked = rows[:, 0].nonzero()[:, 0]
+        if not len(picked):
+            picked = torch.zeros(1, dtype=torch.long, device=rows.device)
+        sub = batch.select(picked)
         x_t, masked, drafted = noised.x_t, noised.masked, noised.drafted
         for _ in range(self.cfg.mtf_turns - 1):
             with torch.no_grad():
-                logits = noisy_logits(model, x_t, batch, block_length).float()
+                logits = noisy_logits(model, x_t[picked], sub, block_length).float()
                 logits[..., self.mask_id] = float("-inf")
-                if self.cfg.mtf_select == "confidence":  # the top softmax value without the normalised softmax
-                    top, pred = logits.max(-1)
-                    conf = torch.exp(top - torch.logsumexp(logits, dim=-1))
-                else:
-                    pred = logits.argmax(-1)
-            if self.cfg.mtf_select == "confidence":
+                top, picked_pred = logits.max(-1)
+                pred = x_t.index_copy(0, picked, picked_pred)
+            if self.cfg.mtf_select == "confidence":  # the top softmax value without the normalised softmax
+                conf = torch.zeros(x_t.shape, device=x_t.device).index_copy(
+                    0, picked, torch.exp(top - torch.logsumexp(logits, dim=-1)))
                 write = masked & rows & (conf >= self.cfg.mtf_confidence)
             else:
                 write = masked & rows & (torch.rand(x_t.shape, generator=gen, device=x_t.device) < self.cfg.mtf_fraction)
