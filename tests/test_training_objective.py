@@ -7,7 +7,7 @@ import torch
 
 from redraft.model import BlockLayout, LLaDA2MoeConfig, dual_stream_mask
 from redraft.model.testing import TINY_CONFIG, random_model
-from redraft.training.masks import block_index, packed_dual_stream_mask
+from redraft.training.masks import block_index, packed_dual_stream_mask, packed_two_stream_mask
 from redraft.training.noise import NoiseConfig
 from redraft.training.objective import DiffusionObjective, TrainBatch, noisy_logits
 
@@ -207,3 +207,33 @@ def test_mtf_draft_forward_runs_on_the_mtf_rows_only(ratio):
     # rows without MTF: mask or clean token only, as noised
     others = trained[~drafted_rows]
     assert ((others == MASK_ID) | (others == x0[~drafted_rows])).all()
+
+
+@pytest.mark.parametrize("block_length", [1, 3, 4, 16])
+def test_two_stream_mask_is_the_dual_stream_mask_in_two_parts(block_length):
+    pos = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 0, 1], list(range(10))])
+    seg = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, -1, -1], [0] * 10])  # two segments and padding; one segment
+    split = packed_two_stream_mask(pos, seg, block_length)
+    assert split.noisy.shape == (2, 1, 10, 20) and split.clean.shape == (2, 1, 10, 10)
+    assert torch.equal(split.full(), packed_dual_stream_mask(pos, seg, block_length))
+
+
+def test_two_stream_attention_equals_the_full_mask(model):
+    """Attention over the live parts only (clean queries skip the noisy keys) gives the logits and gradients of the
+    full [2L, 2L] mask (the skipped scores are exact zeros after the softmax; float rounding may differ)."""
+    g = torch.Generator().manual_seed(7)
+    pos = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5], list(range(12))])
+    seg = torch.tensor([[0] * 6 + [1] * 6, [0] * 12])
+    ids = torch.randint(2, VOCAB, (2, 24), generator=g)
+    pos2 = torch.cat([pos, pos], 1)
+    split = packed_two_stream_mask(pos, seg, 4)
+    outs = []
+    for mask in (split, split.full()):
+        model.zero_grad()
+        logits = model(ids, pos2, attn_mask=mask).logits
+        logits.square().mean().backward()
+        outs.append((logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (a, ga), (b, gb) = outs
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert len(ga) == len(gb) and all(torch.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(ga, gb))
+    model.zero_grad()

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from .config import LLaDA2MoeConfig
 from .invariant import RowTiles, apply_linear, dense_tile
 from .layers import RMSNorm, apply_rotary, rms_norm
-from .masks import KeyGroup
+from .masks import KeyGroup, TwoStreamMask
 
 
 class Attention(nn.Module):
@@ -27,11 +27,12 @@ class Attention(nn.Module):
         else:
             self.query_layernorm = self.key_layernorm = None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | TwoStreamMask,
                 past: tuple[Tensor, Tensor] | None = None,
                 key_groups: list[KeyGroup] | None = None,
                 tiles: RowTiles | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """x: [B, T, H]; mask: bool [B, 1, T, S+T]; past: cached (k, v) [B, Hkv, S, D].
+        """x: [B, T, H]; mask: bool [B, 1, T, S+T], or a `TwoStreamMask` for T = 2L (no cache); past: cached (k, v)
+        [B, Hkv, S, D].
         key_groups: optional (see `ragged_key_groups`): each row attends over exactly its own keys, one attention
         call per group of rows with equal key counts (`mask` is then unused).
         tiles: row tiles of the projections for a batch-invariant forward (see `invariant.py`).
@@ -54,7 +55,13 @@ class Attention(nn.Module):
             k = torch.cat([past[0].to(k.dtype), k], dim=2)
             v = torch.cat([past[1].to(v.dtype), v], dim=2)
         gqa = self.num_heads != self.num_kv_heads
-        if key_groups is None:
+        if isinstance(mask, TwoStreamMask):  # noisy queries over every key, clean queries over the clean keys
+            n = t - mask.length
+            out = torch.cat([
+                F.scaled_dot_product_attention(q[:, :, :n], k, v, attn_mask=mask.noisy, enable_gqa=gqa),
+                F.scaled_dot_product_attention(q[:, :, n:], k[:, :, n:], v[:, :, n:], attn_mask=mask.clean,
+                                               enable_gqa=gqa)], dim=2)
+        elif key_groups is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         else:
             out = torch.empty_like(q)

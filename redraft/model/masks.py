@@ -10,6 +10,7 @@ The two-stream training layout ([x_t ; x_0], `dual_stream_mask`) repeats positio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -113,3 +114,26 @@ def dual_stream_mask(length: int, block_length: int, device: torch.device | str 
     top = torch.cat([noisy_noisy, noisy_clean], dim=1)
     bottom = torch.cat([clean_noisy, clean_clean], dim=1)
     return torch.cat([top, bottom], dim=0)
+
+
+class TwoStreamMask(NamedTuple):
+    """The [x_t ; x_0] mask (`dual_stream_mask`) as its two live parts: a clean query never sees a noisy key, so
+    attention runs the noisy queries over all 2L keys and the clean queries over the L clean keys only (3L^2 scores
+    instead of 4L^2). The skipped scores are exact zeros after the softmax, so outputs and gradients equal the full
+    mask's up to float rounding (the kernels block the keys differently: ~1e-6 relative in float32).
+
+    noisy: bool [B or 1, 1, L, 2L], rows of the noisy queries. clean: bool [B or 1, 1, L, L], the clean queries
+    over the clean keys."""
+
+    noisy: Tensor
+    clean: Tensor
+
+    @property
+    def length(self) -> int:
+        return self.clean.shape[-1]
+
+    def full(self) -> Tensor:
+        """The equivalent bool mask [B, 1, 2L, 2L]."""
+        blind = torch.zeros_like(self.clean).expand(self.noisy.shape[0], -1, -1, -1)
+        bottom = torch.cat([blind, self.clean.expand(self.noisy.shape[0], -1, -1, -1)], dim=-1)
+        return torch.cat([self.noisy, bottom], dim=-2)

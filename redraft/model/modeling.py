@@ -12,7 +12,7 @@ from .config import LLaDA2MoeConfig
 from .invariant import RowTiles, apply_linear, dense_tile
 from .kv_cache import KV, KVCache
 from .layers import MLP, RMSNorm, RotaryEmbedding
-from .masks import BlockLayout, KeyGroup, ragged_key_groups, window_mask
+from .masks import BlockLayout, KeyGroup, TwoStreamMask, ragged_key_groups, window_mask
 from .moe import MoE
 
 
@@ -60,14 +60,14 @@ class LLaDA2MoeModelLM(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
-                attn_mask: Tensor | None = None, cache: KVCache | None = None, static_cache: bool = False,
+                attn_mask: Tensor | TwoStreamMask | None = None, cache: KVCache | None = None, static_cache: bool = False,
                 logits_index: Tensor | None = None, batch_invariant: bool | RowTiles | None = None) -> ModelOutput:
         """Run a window of tokens.
 
         input_ids: [B, T]. position_ids: [B, T] absolute positions (default 0..T-1, or continuing each cached row).
         layout: the block structure (default: one block covering the window, i.e. bidirectional).
-        attn_mask: explicit bool mask [B or 1, 1, T, S+T] (True = attend), used instead of `layout`
-            (the training objective's two-stream layout); no cache with it.
+        attn_mask: explicit bool mask [B or 1, 1, T, S+T] (True = attend), used instead of `layout`, or a
+            `TwoStreamMask` (the training objective's [x_t ; x_0] layout, attention on its live parts); no cache.
         cache: committed keys/values the window attends to (read only; commit with `cache.commit(out.new_kv, ...)`).
         static_cache: attend over all `cache.capacity` slots (masked by length) instead of the longest row, so the
             shapes do not depend on host-side lengths (CUDA-graph capture, see `cuda_graphs.py`).
@@ -99,7 +99,7 @@ class LLaDA2MoeModelLM(nn.Module):
             attn_mask = window_mask(position_ids, layout, lengths, width)
             if tiles is not None:
                 key_groups = ragged_key_groups(attn_mask, lengths, width, layout.valid)
-        elif attn_mask.dim() == 2:
+        elif isinstance(attn_mask, Tensor) and attn_mask.dim() == 2:
             attn_mask = attn_mask[None, None]
         h = self.model.word_embeddings(input_ids)
         cos, sin = self.model.rotary_emb(position_ids, h.dtype)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from redraft.training.masks import packed_dual_stream_mask
+from redraft.training.masks import packed_two_stream_mask
 
 LEVELS = ("gauss_legendre", "stratified")
 MASKINGS = ("exact_k", "bernoulli")
@@ -179,8 +179,9 @@ def token_logprobs(model: nn.Module, batch: SequenceBatch, x_t: Tensor, block_le
     length = batch.input_ids.shape[1]
     pos, seg = batch.position_ids, batch.segment_ids
     ids = torch.cat([x_t, batch.input_ids], dim=1)
-    mask = packed_dual_stream_mask(pos, seg, block_length)
-    logits = model(ids, torch.cat([pos, pos], dim=1), attn_mask=mask).logits[:, :length]
+    mask = packed_two_stream_mask(pos, seg, block_length)
+    noisy_half = torch.arange(length, device=ids.device)[None].expand(ids.shape[0], length)  # no head on x_0
+    logits = model(ids, torch.cat([pos, pos], dim=1), attn_mask=mask, logits_index=noisy_half).logits
     return -F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.input_ids.reshape(-1),
                             reduction="none").view(batch.input_ids.shape)
 

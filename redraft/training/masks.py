@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from redraft.model.masks import TwoStreamMask
+
 
 def packed_dual_stream_mask(position_ids: Tensor, segment_ids: Tensor, block_length: int) -> Tensor:
     """Bool mask [B, 1, 2L, 2L] (True = attend) for the input [x_t ; x_0] of packed rows.
@@ -28,6 +30,20 @@ def packed_dual_stream_mask(position_ids: Tensor, segment_ids: Tensor, block_len
     mask = torch.cat([top, bottom], dim=1)
     eye = torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device)
     return (mask | eye)[:, None]
+
+
+def packed_two_stream_mask(position_ids: Tensor, segment_ids: Tensor, block_length: int) -> TwoStreamMask:
+    """`packed_dual_stream_mask` as its two live parts (`TwoStreamMask`: attention skips the clean queries' L x L
+    scores over noisy keys, which are all masked). `.full()` equals `packed_dual_stream_mask`."""
+    if block_length <= 0:
+        raise ValueError(f"block_length must be positive, got {block_length}")
+    blk = torch.div(position_ids, block_length, rounding_mode="floor")
+    same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, :, None] >= 0)
+    qb, kb = blk[:, :, None], blk[:, None, :]
+    eye = torch.eye(same.shape[-1], dtype=torch.bool, device=same.device)
+    noisy = torch.cat([(same & (qb == kb)) | eye, same & (kb < qb)], dim=2)
+    clean = (same & (kb <= qb)) | eye
+    return TwoStreamMask(noisy[:, None], clean[:, None])
 
 
 def packed_block_mask(position_ids: Tensor, segment_ids: Tensor, block_length: int) -> Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import block_index, packed_block_mask, packed_dual_stream_mask
+from .masks import block_index, packed_block_mask, packed_two_stream_mask
 from .noise import NoiseConfig, NoisedBatch, apply_noise, loss_weights
 
 
@@ -60,7 +60,7 @@ def noisy_logits(model: nn.Module, x_t: Tensor, batch: TrainBatch, block_length:
         return model(x_t, batch.position_ids, attn_mask=mask).logits
     ids = torch.cat([x_t, batch.input_ids], dim=1)
     pos = torch.cat([batch.position_ids, batch.position_ids], dim=1)
-    mask = packed_dual_stream_mask(batch.position_ids, batch.segment_ids, block_length)
+    mask = packed_two_stream_mask(batch.position_ids, batch.segment_ids, block_length)
     # the LM head only on the noisy half: the clean stream's logits are never read (half the head's work, and no
     # [B, 2L, V] float32 tensor)
     noisy_half = torch.arange(length, device=x_t.device)[None].expand(x_t.shape[0], length)
