@@ -209,13 +209,40 @@ def test_mtf_draft_forward_runs_on_the_mtf_rows_only(ratio):
     assert ((others == MASK_ID) | (others == x0[~drafted_rows])).all()
 
 
+def reference_dual_stream_mask(pos: torch.Tensor, seg: torch.Tensor, bl: int) -> torch.Tensor:
+    """The [x_t ; x_0] rule written out position by position (the definition in `packed_dual_stream_mask`)."""
+    b, length = pos.shape
+    out = torch.zeros(b, 1, 2 * length, 2 * length, dtype=torch.bool)
+    for r in range(b):
+        for i in range(2 * length):
+            for j in range(2 * length):
+                qi, kj = i % length, j % length
+                same = bool(seg[r, qi] == seg[r, kj]) and int(seg[r, qi]) >= 0
+                qb, kb = int(pos[r, qi]) // bl, int(pos[r, kj]) // bl
+                noisy_q, noisy_k = i < length, j < length
+                if noisy_q:
+                    ok = same and (kb == qb if noisy_k else kb < qb)
+                else:
+                    ok = same and not noisy_k and kb <= qb
+                out[r, 0, i, j] = ok or i == j
+    return out
+
+
 @pytest.mark.parametrize("block_length", [1, 3, 4, 16])
 def test_two_stream_mask_is_the_dual_stream_mask_in_two_parts(block_length):
     pos = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 0, 1], list(range(10))])
     seg = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, -1, -1], [0] * 10])  # two segments and padding; one segment
     split = packed_two_stream_mask(pos, seg, block_length)
     assert split.noisy.shape == (2, 1, 10, 20) and split.clean.shape == (2, 1, 10, 10)
-    assert torch.equal(split.full(), packed_dual_stream_mask(pos, seg, block_length))
+    want = reference_dual_stream_mask(pos, seg, block_length)
+    assert torch.equal(split.full(), want) and torch.equal(packed_dual_stream_mask(pos, seg, block_length), want)
+    assert not want[:, :, 10:, :10].any()  # what the split skips: clean queries over noisy keys
+
+
+def test_two_stream_mask_refuses_a_window_it_does_not_cover(model):
+    split = packed_two_stream_mask(torch.arange(6)[None], torch.zeros(1, 6, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="TwoStreamMask"):
+        model(torch.zeros(1, 10, dtype=torch.long), attn_mask=split)
 
 
 def test_two_stream_attention_equals_the_full_mask(model):

@@ -99,7 +99,11 @@ class LLaDA2MoeModelLM(nn.Module):
             attn_mask = window_mask(position_ids, layout, lengths, width)
             if tiles is not None:
                 key_groups = ragged_key_groups(attn_mask, lengths, width, layout.valid)
-        elif isinstance(attn_mask, Tensor) and attn_mask.dim() == 2:
+        elif isinstance(attn_mask, TwoStreamMask):
+            if cache is not None or t != 2 * attn_mask.length:
+                raise ValueError(f"a TwoStreamMask covers [x_t ; x_0] of 2 x {attn_mask.length} tokens without a "
+                                 f"cache; got {t} tokens{' and a cache' if cache is not None else ''}")
+        elif attn_mask.dim() == 2:
             attn_mask = attn_mask[None, None]
         h = self.model.word_embeddings(input_ids)
         cos, sin = self.model.rotary_emb(position_ids, h.dtype)

@@ -20,21 +20,12 @@ def packed_dual_stream_mask(position_ids: Tensor, segment_ids: Tensor, block_len
     block_length: noisy i sees noisy j iff b(j) == b(i) and clean j iff b(j) < b(i); clean i sees clean j iff
     b(j) <= b(i) and never a noisy key. Every query sees itself (padding rows stay finite).
     """
-    if block_length <= 0:
-        raise ValueError(f"block_length must be positive, got {block_length}")
-    blk = torch.div(position_ids, block_length, rounding_mode="floor")
-    same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, :, None] >= 0)
-    qb, kb = blk[:, :, None], blk[:, None, :]
-    top = torch.cat([same & (qb == kb), same & (kb < qb)], dim=2)
-    bottom = torch.cat([torch.zeros_like(same), same & (kb <= qb)], dim=2)
-    mask = torch.cat([top, bottom], dim=1)
-    eye = torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device)
-    return (mask | eye)[:, None]
+    return packed_two_stream_mask(position_ids, segment_ids, block_length).full()
 
 
 def packed_two_stream_mask(position_ids: Tensor, segment_ids: Tensor, block_length: int) -> TwoStreamMask:
     """`packed_dual_stream_mask` as its two live parts (`TwoStreamMask`: attention skips the clean queries' L x L
-    scores over noisy keys, which are all masked). `.full()` equals `packed_dual_stream_mask`."""
+    scores over noisy keys, which are all masked); `.full()` is the whole mask."""
     if block_length <= 0:
         raise ValueError(f"block_length must be positive, got {block_length}")
     blk = torch.div(position_ids, block_length, rounding_mode="floor")
