@@ -29,7 +29,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from redraft.decoding.config import DecodeConfig
 from redraft.evaluation.harness import completion_text, decode_config, load
 from redraft.rl.likelihood import ElboConfig, SequenceBatch, block_terms, normalizer, sequence_logp
-from redraft.training.masks import packed_two_stream_mask
+from redraft.training.objective import two_stream_logits
 
 log = logging.getLogger("redraft.evaluation")
 _DECODE_ARGS = ("tau_mask", "tau_edit", "block_length", "mbe_blocks", "max_post_steps", "editing")
@@ -227,12 +227,8 @@ class LMEvalModel(LM):
         """[B] bool: with every continuation token masked, the argmax is the continuation at every position."""
         resp = batch.response_mask
         x_t = torch.where(resp, torch.full_like(batch.input_ids, self.tok.mask_id), batch.input_ids)
-        pos, seg = batch.position_ids, batch.segment_ids
-        mask = packed_two_stream_mask(pos, seg, self.config.block_length)
-        length = batch.input_ids.shape[1]
-        noisy_half = torch.arange(length, device=x_t.device)[None].expand(x_t.shape[0], length)
-        logits = self.model(torch.cat([x_t, batch.input_ids], 1), torch.cat([pos, pos], 1),
-                            attn_mask=mask, logits_index=noisy_half).logits
+        logits = two_stream_logits(self.model, x_t, batch.input_ids, batch.position_ids, batch.segment_ids,
+                                   self.config.block_length)
         hit = (logits.argmax(-1) == batch.input_ids) | ~resp
         return hit.all(-1)
 

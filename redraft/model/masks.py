@@ -134,6 +134,5 @@ class TwoStreamMask(NamedTuple):
 
     def full(self) -> Tensor:
         """The equivalent bool mask [B, 1, 2L, 2L]."""
-        blind = torch.zeros_like(self.clean).expand(self.noisy.shape[0], -1, -1, -1)
-        bottom = torch.cat([blind, self.clean.expand(self.noisy.shape[0], -1, -1, -1)], dim=-1)
-        return torch.cat([self.noisy, bottom], dim=-2)
+        bottom = torch.cat([torch.zeros_like(self.clean), self.clean], dim=-1)  # clean queries: no noisy key
+        return torch.cat([self.noisy, bottom.expand(self.noisy.shape[0], -1, -1, -1)], dim=-2)

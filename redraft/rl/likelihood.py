@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from redraft.training.masks import packed_two_stream_mask
+from redraft.training.objective import two_stream_logits
 
 LEVELS = ("gauss_legendre", "stratified")
 MASKINGS = ("exact_k", "bernoulli")
@@ -176,12 +176,7 @@ def noise_level(batch: SequenceBatch, level: int, cfg: ElboConfig, mask_id: int)
 
 def token_logprobs(model: nn.Module, batch: SequenceBatch, x_t: Tensor, block_length: int) -> Tensor:
     """[B, L] float32: log p(y_0 at i | z) read from the noisy half of z = [x_t ; x_0] (eq. 5 layout)."""
-    length = batch.input_ids.shape[1]
-    pos, seg = batch.position_ids, batch.segment_ids
-    ids = torch.cat([x_t, batch.input_ids], dim=1)
-    mask = packed_two_stream_mask(pos, seg, block_length)
-    noisy_half = torch.arange(length, device=ids.device)[None].expand(ids.shape[0], length)  # no head on x_0
-    logits = model(ids, torch.cat([pos, pos], dim=1), attn_mask=mask, logits_index=noisy_half).logits
+    logits = two_stream_logits(model, x_t, batch.input_ids, batch.position_ids, batch.segment_ids, block_length)
     return -F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.input_ids.reshape(-1),
                             reduction="none").view(batch.input_ids.shape)
 

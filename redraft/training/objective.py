@@ -52,19 +52,24 @@ class TrainBatch:
         return int(self.input_ids.numel())
 
 
+def two_stream_logits(model: nn.Module, x_t: Tensor, x_0: Tensor, position_ids: Tensor, segment_ids: Tensor,
+                      block_length: int) -> Tensor:
+    """Logits [B, L, V] of the noisy half of one forward over [x_t ; x_0] (`packed_two_stream_mask`). The LM head
+    runs on the noisy half only: the clean stream's logits are never read (half the head's work, and no [B, 2L, V]
+    float32 tensor)."""
+    bsz, length = x_t.shape
+    mask = packed_two_stream_mask(position_ids, segment_ids, block_length)
+    noisy_half = torch.arange(length, device=x_t.device)[None].expand(bsz, length)
+    return model(torch.cat([x_t, x_0], dim=1), torch.cat([position_ids, position_ids], dim=1), attn_mask=mask,
+                 logits_index=noisy_half).logits
+
+
 def noisy_logits(model: nn.Module, x_t: Tensor, batch: TrainBatch, block_length: int) -> Tensor:
     """Logits [B, L, V] of the noisy half: the two-stream forward, or x_t alone when one block covers every segment."""
-    length = x_t.shape[1]
-    if block_length >= length:
+    if block_length >= x_t.shape[1]:
         mask = packed_block_mask(batch.position_ids, batch.segment_ids, block_length)
         return model(x_t, batch.position_ids, attn_mask=mask).logits
-    ids = torch.cat([x_t, batch.input_ids], dim=1)
-    pos = torch.cat([batch.position_ids, batch.position_ids], dim=1)
-    mask = packed_two_stream_mask(batch.position_ids, batch.segment_ids, block_length)
-    # the LM head only on the noisy half: the clean stream's logits are never read (half the head's work, and no
-    # [B, 2L, V] float32 tensor)
-    noisy_half = torch.arange(length, device=x_t.device)[None].expand(x_t.shape[0], length)
-    return model(ids, pos, attn_mask=mask, logits_index=noisy_half).logits
+    return two_stream_logits(model, x_t, batch.input_ids, batch.position_ids, batch.segment_ids, block_length)
 
 
 class DiffusionObjective:
