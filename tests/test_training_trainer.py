@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -60,19 +62,39 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path):
         assert torch.equal(x, y), name
 
 
-def test_max_time_stop_saves_a_checkpoint_and_resume_matches(tmp_path):
-    """A run stopped by max_time_s leaves a checkpoint at the step it stopped, and --resume finishes the same curve
-    (how scripts/train_v2_both.sh cuts a long run into pieces)."""
+@pytest.mark.parametrize("how", ["max_time_s", "SIGTERM"])
+def test_early_stop_saves_a_checkpoint_and_resume_matches(tmp_path, monkeypatch, how):
+    """A run stopped by max_time_s or by SIGTERM (a scheduler's preemption, `kill`) leaves a checkpoint at the step it
+    stopped, and --resume finishes the same curve (how scripts/train_v2_both.sh cuts a long run into pieces)."""
     full, cut = tmp_path / "full", tmp_path / "cut"
     over = dict(steps=4, save_every=100, eval_every=100, log_every=1)
     Trainer(config_from_dict(tiny_config(full, **over))).run()
     data = {"prepared": str(full / "data")}
-    summary = Trainer(config_from_dict(tiny_config(cut, data=data, max_time_s=0.0, **over))).run()
+    stopped_at = 1
+    if how == "SIGTERM":
+        stopped_at = 2
+        step = Trainer.train_step
+
+        def signalled(self, i):
+            out = step(self, i)
+            if i == stopped_at - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return out
+
+        monkeypatch.setattr(Trainer, "train_step", signalled)
+    else:
+        over["max_time_s"] = 0.0
+    summary = Trainer(config_from_dict(tiny_config(cut, data=data, **over))).run()
+    monkeypatch.undo()
     from redraft.training.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(cut)
-    assert summary["steps"] == 1 and ckpt is not None and json.loads((ckpt / "trainer.json").read_text())["step"] == 1
-    Trainer(config_from_dict(tiny_config(cut, data=data, **over)), resume=True).run()
+    assert summary["steps"] == stopped_at and ckpt is not None
+    assert json.loads((ckpt / "trainer.json").read_text())["step"] == stopped_at
+    records = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1] == {"step": stopped_at, "stopped": how}
+    Trainer(config_from_dict(tiny_config(cut, data=data, **{k: v for k, v in over.items() if k != "max_time_s"})),
+            resume=True).run()
     assert losses(cut) == losses(full)
 
 

@@ -31,6 +31,7 @@ from redraft.training.distributed import cleanup, full_state, init_distributed, 
 from redraft.training.host_memory import keep_freed_memory
 from redraft.training.progress import ProgressLog
 from redraft.training.schedule import lr_factor
+from redraft.training.stop import StopRequest
 from redraft.training.trainer import param_groups
 
 from .config import RLConfig
@@ -247,12 +248,13 @@ class EBPORecipe:
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Run to `cfg.steps` (or stop after `stop_after` steps, as if killed: used by the resume test)."""
+        """Run to `cfg.steps`; `max_time_s`, SIGTERM or Ctrl-C stop it early with a checkpoint at the step reached
+        (see `redraft.training.stop`). `stop_after` stops after that many steps as if killed (the resume test)."""
         self.setup()
         cfg, info = self.cfg, self.info
         t0 = time.perf_counter()
         step, record = self.start_step, {}
-        with self.log:
+        with self.log, StopRequest(info, cfg.max_time_s) as stop:
             if step == 0:
                 self.log.write({"step": 0, **self.evaluate(), "elapsed_s": 0.0})
             while step < cfg.steps:
@@ -274,7 +276,13 @@ class EBPORecipe:
                                     base_model=cfg.init_from)
                 if stop_after is not None and step - self.start_step >= stop_after:
                     return record
-                if cfg.max_time_s is not None and time.perf_counter() - t0 > cfg.max_time_s:
+                reason = stop.reason()
+                if reason is not None and step < cfg.steps:
+                    if step % cfg.save_every:  # so that --resume continues from here
+                        save_checkpoint(self.out, step, self.model, self.model_config, self.optimizer, self.gen,
+                                        self.tokenizer, {"config": cfg.to_dict(), "recipe": "ebpo"}, info,
+                                        cfg.keep_checkpoints, base_model=cfg.init_from)
+                    self.log.write({"step": step, "stopped": reason})
                     break
         final = self.out / "final"
         export_model(self.model, self.model_config, final, self.tokenizer, torch.float32, info,

@@ -33,6 +33,7 @@ from .objective import DiffusionObjective, summarize_metrics
 from .prepare import PreparedData, load_prepared, prepare_data
 from .progress import ProgressLog
 from .sampler import RowSampler
+from .stop import StopRequest
 
 
 def eval_noise(cfg: NoiseConfig) -> NoiseConfig:
@@ -175,7 +176,8 @@ class Trainer:
         return {"eval_loss": m.get("m2t_loss", float("nan")), "eval_acc": m.get("m2t_acc", float("nan"))}
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to `cfg.steps` (or stop after `stop_after` steps, as if killed: used by the resume test)."""
+        """Train to `cfg.steps`; `max_time_s`, SIGTERM or Ctrl-C stop it early with a checkpoint at the step reached
+        (see `stop.py`). `stop_after` stops after that many steps as if killed (used by the resume test)."""
         self.setup()
         cfg, info = self.cfg, self.info
         tokens_per_step = cfg.batch_size * cfg.data.seq_len
@@ -184,7 +186,7 @@ class Trainer:
         step = self.start_step
         record: dict[str, Any] = {}
         pending: list[dict[str, Any]] = []
-        with self.log:
+        with self.log, StopRequest(info, cfg.max_time_s) as stop:
             while step < cfg.steps:
                 pending.append(self.train_step(step))
                 step += 1
@@ -202,10 +204,13 @@ class Trainer:
                                     base_model=cfg.init_from)
                 if stop_after is not None and step - self.start_step >= stop_after:
                     return record
-                if cfg.max_time_s is not None and time.perf_counter() - t0 > cfg.max_time_s:
-                    if step < cfg.steps and step % cfg.save_every:  # so that --resume continues from here
+                reason = stop.reason()
+                if reason is not None and step < cfg.steps:
+                    if step % cfg.save_every:  # so that --resume continues from here
                         save_checkpoint(self.out, step, self.model, self.model_config, self.optimizer, self.gen,
-                                        self.data.tokenizer, {"config": cfg.to_dict()}, info, cfg.keep_checkpoints)
+                                        self.data.tokenizer, {"config": cfg.to_dict()}, info, cfg.keep_checkpoints,
+                                        base_model=cfg.init_from)
+                    self.log.write({"step": step, "stopped": reason})
                     break
         final = self.out / "final"
         dtype = torch.float32 if cfg.save_dtype == "float32" else torch.bfloat16
