@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from redraft.evaluation.results import ARMS, ResultsSettings, interpolate, run_results
-from redraft.evaluation.results_output import write_results
+from redraft.evaluation.report import EvalReport, Sample, TaskRun, paired_difference
+from redraft.evaluation.results_output import c1_verdict, write_results
 from redraft.evaluation.tasks import get_task
 
 
@@ -58,10 +59,10 @@ def make_engine(answers, editing_gain_main=0.3, editing_gain_twin=-0.05):
             prompt = tok.decode(ids)
             u = int(hashlib.sha256(f"{prompt}|{c.seed}".encode()).hexdigest()[:8], 16) / 2**32
             gain = (editing_gain_main if model.t2t_trained else editing_gain_twin) * (1 - c.tau_edit / 2)
-            p = 0.2 + 0.7 * c.tau_mask + (gain if c.editing else 0.0) + 0.05 * c.mbe_blocks
+            p = 0.45 + 0.35 * c.tau_mask + (gain if c.editing else 0.0) + 0.05 * c.mbe_blocks
             text = answers[prompt] if u < p else "wrong"
             tokens = 10
-            forwards = round(tokens * (0.2 + c.tau_mask) * 4) + (1 if c.editing else 0)
+            forwards = round(tokens * (0.2 + c.tau_mask) ** 2 * 6) + (1 if c.editing else 0)
             out.append(Result(tok.encode(text), text, "eos", Stats(forwards, tokens, tokens, 1 if c.editing else 0,
                                                                     1 if c.mbe_blocks else 0)))
         return out
@@ -121,6 +122,42 @@ def test_results_markdown_verdicts(results, tmp_path):
     assert "## C2" in md and "beats the twin with editing: **yes**" in md and "**no**" not in md.split("## C3")[0]
     assert "## C3" in md and "score up: **yes**" in md
     assert (tmp_path / "results_pareto.png").stat().st_size > 10_000 and "results_pareto.png" in md
+
+
+def report(label, scores, forwards, tokens=10, seeds=(0, 1)):
+    """An EvalReport with one task whose example i scores scores[i] (every seed alike)."""
+    runs = [TaskRun("addition", s, len(scores), sum(scores) / len(scores), forwards * len(scores),
+                    tokens * len(scores), 0, 0, 0, 1.0,
+                    samples=[Sample(f"k{i}", "", "", x, "eos", forwards, tokens, 0) for i, x in enumerate(scores)])
+            for s in seeds]
+    return EvalReport("m", label, {}, len(scores), list(seeds), runs, "now")
+
+
+def test_paired_difference():
+    a = report("a", [1, 1, 0, 0, 1, 0, 1, 1], 5)
+    b = report("b", [1, 0, 0, 1, 1, 0, 0, 1], 4)
+    diffs = [0, -1, 0, 1, 0, 0, -1, 0] * 2
+    change, se, pairs = paired_difference(a, b)
+    assert pairs == 16 and change == pytest.approx(statistics.mean(diffs))
+    assert se == pytest.approx(statistics.stdev(diffs) / 16 ** 0.5)
+    with pytest.raises(ValueError, match="share no"):
+        paired_difference(a, report("c", [1], 5, seeds=(7,)))
+
+
+@pytest.mark.parametrize("q_forwards,speedy_scores,expected", [
+    (15, [1, 1, 1, 0] * 5, "**reproduces**"),          # 1.5x TPF, no loss
+    (13, [1, 1, 1, 0] * 5, "**does not reproduce**"),  # 1.3x TPF is short of the 1.4x goal
+    (15, [1, 1, 0, 0] * 5, "**does not reproduce**"),  # a loss of 0.25 is more than 0.05
+])
+def test_c1_verdict_against_the_goal(q_forwards, speedy_scores, expected):
+    quality, speedy = report("q", [1, 1, 1, 0] * 5, q_forwards), report("s", speedy_scores, 10)
+    text = c1_verdict(quality, speedy)
+    assert expected in text and f"**{q_forwards / 10:.2f}x**" in text
+
+
+def test_c1_has_no_verdict_when_nothing_is_solved():
+    text = c1_verdict(report("q", [0] * 8, 20), report("s", [0] * 8, 10))
+    assert "**No verdict**" in text and "reproduce" not in text
 
 
 def test_verdict_fails_when_editing_does_not_help(tmp_path):

@@ -83,6 +83,27 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
+def paired_difference(a: "EvalReport", b: "EvalReport", metric: str = "score") -> tuple[float, float, int]:
+    """b - a of the macro average over tasks of a per-example metric, with its standard error, pairing the examples
+    the two reports decoded (same task, seed and key): per task the mean and variance of the paired differences,
+    then mean = average over tasks, SE = sqrt(sum of var_t / n_t) / tasks. Returns (mean, se, pairs)."""
+    def by_key(report: EvalReport) -> dict[tuple[str, int, str], float]:
+        return {(r.task, r.seed, x.key): getattr(x, metric) for r in report.runs for x in r.samples}
+
+    xa, xb = by_key(a), by_key(b)
+    per_task: dict[str, list[float]] = {}
+    for key in xa.keys() & xb.keys():
+        per_task.setdefault(key[0], []).append(xb[key] - xa[key])
+    if not per_task:
+        raise ValueError("paired_difference: the two reports share no (task, seed, example) to pair")
+    means, var_over_n = [], 0.0
+    for diffs in per_task.values():
+        m, sd = mean_std(diffs)
+        means.append(m)
+        var_over_n += sd * sd / len(diffs)
+    return sum(means) / len(means), math.sqrt(var_over_n) / len(means), sum(map(len, per_task.values()))
+
+
 @dataclass
 class EvalReport:
     """Everything one `evaluate` call measured. config: the DecodeConfig fields used (before per-task budgets)."""

@@ -108,7 +108,8 @@ def run_results(model_path: Any, twin_path: Any, settings: ResultsSettings | Non
         model, tok = models[which]
         done[(which, config)] = evaluate(model, tasks, config=config, overrides=ov, n=settings.n,
                                          seeds=settings.seeds, batch_size=settings.batch_size, tokenizer=tok,
-                                         keep_samples=False, progress=tick, generate_fn=generate_fn)
+                                         keep_samples=(which, config) in jobs[:4],  # paired SEs of C1, C3
+                                         progress=tick, generate_fn=generate_fn)
     named = dict(zip(("quality", "speedy", "quality+mbe", "speedy+mbe"), (done[j] for j in jobs[:4])))
     sweep: dict[str, list[tuple[float, EvalReport]]] = {}
     rest = iter(jobs[4:])
