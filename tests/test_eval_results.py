@@ -72,7 +72,7 @@ def make_engine(answers, editing_gain_main=0.3, editing_gain_twin=-0.05):
 @pytest.fixture(scope="module")
 def results():
     settings = ResultsSettings(tasks=("addition", "sorting"), n=30, seeds=(0, 1, 2), batch_size=30,
-                               tau_masks=(0.3, 0.5, 0.7, 0.9))
+                               tau_masks=(0.3, 0.5, 0.7, 0.9), confidence_n=0)
     tok, answers = Tok(), {}
     for name in settings.tasks:
         task = get_task(name)
@@ -161,7 +161,8 @@ def test_c1_has_no_verdict_when_nothing_is_solved():
 
 
 def test_verdict_fails_when_editing_does_not_help(tmp_path):
-    settings = ResultsSettings(tasks=("addition",), n=20, seeds=(0, 1, 2), batch_size=20, tau_masks=(0.3, 0.9))
+    settings = ResultsSettings(tasks=("addition",), n=20, seeds=(0, 1, 2), batch_size=20, tau_masks=(0.3, 0.9),
+                               confidence_n=0)
     tok, answers = Tok(), {}
     task = get_task("addition")
     for s in settings.seeds:

@@ -95,7 +95,7 @@ def _common(p: argparse.ArgumentParser, default_tasks: str, default_n: int) -> N
     p.add_argument("--tasks", type=_csv(str, "--tasks"), default=default_tasks.split(","),
                    help=f"comma-separated tasks from {', '.join(list_tasks())} (default {default_tasks})")
     p.add_argument("--n", type=int, default=default_n, help="eval examples per task and seed")
-    p.add_argument("--seeds", type=_csv(int, "--seeds"), default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", type=_csv(int, "--seeds"), default=[0], help="comma-separated seeds (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per engine call")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="DecodeConfig override, repeatable (e.g. --set max_new_tokens=48 --set block_length=16)")
@@ -142,6 +142,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--tau-mask", type=_csv(float, "--tau-mask"), default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
                    help="tau_mask sweep of every arm (for the matched-TPF comparison)")
     r.add_argument("--mbe-blocks", type=int, default=1, help="k of the Multi-Block Editing rows")
+    r.add_argument("--confidence-n", type=int, default=16,
+                   help="eval examples per task (first seed) whose Q/S Mode trajectories are replayed for C1's "
+                        "confidence histograms; 0 = none (default: 16)")
     r.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="Markdown file to write")
     r.set_defaults(func=run_results_cmd)
 
@@ -184,7 +187,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["redraft results", args.model, args.twin, f"--tasks {','.join(args.tasks)}", f"--n {args.n}",
              f"--seeds {','.join(map(str, args.seeds))}", f"--tau-mask {','.join(f'{t:g}' for t in args.tau_mask)}",
-             f"--mbe-blocks {args.mbe_blocks}", f"--batch-size {args.batch_size}", f"--device {args.device}",
+             f"--mbe-blocks {args.mbe_blocks}", f"--confidence-n {args.confidence_n}",
+             f"--batch-size {args.batch_size}", f"--device {args.device}",
              *(f"--set {s}" for s in args.set), f"--out {args.out}"]
     return " ".join(p for p in parts if p)
 
@@ -195,7 +199,8 @@ def run_results_cmd(args: argparse.Namespace) -> int:
 
     settings = ResultsSettings(tasks=tuple(args.tasks), n=args.n, seeds=tuple(args.seeds),
                                batch_size=args.batch_size, tau_masks=tuple(args.tau_mask),
-                               mbe_blocks=args.mbe_blocks, overrides=parse_sets(args.set))
+                               mbe_blocks=args.mbe_blocks, overrides=parse_sets(args.set),
+                               confidence_n=args.confidence_n)
     model, twin = resolve_model(args.model), resolve_twin(args.twin)
     with progress_bar("results") as progress:
         res = run_results(model, twin, settings, progress=progress, device=args.device)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redraft.decoding.config import DecodeConfig
+from redraft.evaluation.confidence import ConfidenceHistogram, confidence_histograms
 from redraft.evaluation.harness import GenerateFn, ProgressFn, decode_config, evaluate, load
 from redraft.evaluation.report import EvalReport, mean_std
 from redraft.evaluation.tasks import get_task
@@ -30,6 +31,7 @@ class ResultsSettings:
     tau_masks: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     mbe_blocks: int = 1
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    confidence_n: int = 16  # examples per task (first seed) replayed for C1's confidence histograms; 0 = none
 
     def __post_init__(self) -> None:
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
@@ -38,6 +40,8 @@ class ResultsSettings:
             raise ValueError(f"tau_masks must hold >= 2 values in [0, 1], got {self.tau_masks!r}")
         if not isinstance(self.mbe_blocks, int) or self.mbe_blocks < 1:
             raise ValueError(f"mbe_blocks must be an int >= 1, got {self.mbe_blocks!r}")
+        if not isinstance(self.confidence_n, int) or self.confidence_n < 0:
+            raise ValueError(f"confidence_n must be an int >= 0, got {self.confidence_n!r}")
 
 
 def seed_means(report: EvalReport, metric: str) -> list[float]:
@@ -64,6 +68,7 @@ class Results:
     twin: str
     reports: dict[str, EvalReport]  # "quality", "speedy", "quality+mbe", "speedy+mbe" (all on the main model)
     sweep: dict[str, list[tuple[float, EvalReport]]]  # arm -> [(tau_mask, report)]
+    confidence: dict[str, ConfidenceHistogram] | None = None  # "quality", "speedy" (main model), C1's evidence
 
     def matched(self, arm: str, tpf_target: float) -> tuple[float, float] | None:
         """Score of an arm at a TPF, interpolated along its tau_mask sweep separately for each seed: mean, std."""
@@ -86,6 +91,8 @@ def run_results(model_path: Any, twin_path: Any, settings: ResultsSettings | Non
                 device: str = "cpu", tokenizer: Any = None, twin_tokenizer: Any = None) -> Results:
     """Run every configuration the claims need (identical configurations decoded once per model)."""
     settings = settings or ResultsSettings()
+    if generate_fn is not None and settings.confidence_n:
+        raise ValueError("confidence_n > 0 replays the real engine's trajectories: set it to 0 with a generate_fn")
     main, main_tok, main_name = load(model_path, tokenizer, device)
     twin, twin_tok, twin_name = load(twin_path, twin_tokenizer, device)
     models = {"main": (main, main_tok), "twin": (twin, twin_tok)}
@@ -115,4 +122,9 @@ def run_results(model_path: Any, twin_path: Any, settings: ResultsSettings | Non
     rest = iter(jobs[4:])
     for arm, _, _ in ARMS:
         sweep[arm] = [(tm, done[next(rest)]) for tm in settings.tau_masks]
-    return Results(settings, main_name, twin_name, named, sweep)
+    confidence = None
+    if settings.confidence_n:
+        confidence = confidence_histograms(main, main_tok, tasks, {"quality": jobs[0][1], "speedy": jobs[1][1]},
+                                           n=settings.confidence_n, seed=settings.seeds[0], overrides=ov,
+                                           batch_size=settings.batch_size)
+    return Results(settings, main_name, twin_name, named, sweep, confidence)

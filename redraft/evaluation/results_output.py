@@ -60,6 +60,35 @@ def _c1(res: Results) -> list[str]:
             *_task_rows({"quality": q, "speedy": s}, q.tasks()), "", c1_verdict(q, s), ""]
 
 
+def _c1_evidence(res: Results) -> list[str]:
+    """The confidence histograms behind C1's TPF gap (see `redraft.evaluation.confidence`)."""
+    if not res.confidence:
+        return []
+    q, s = res.reports["quality"], res.reports["speedy"]
+    tm = {"quality": q.config.get("tau_mask"), "speedy": s.config.get("tau_mask")}
+    hists = res.confidence
+    edges = next(iter(hists.values())).edges
+    bins = [f"{a:.1f}–{b:.1f}" for a, b in zip(edges, edges[1:])]
+    lines = ["### C1 evidence: the model's confidence at the masked positions it decides on", "",
+             f"Top-token probability at every still-masked position of the current block, at every forward of "
+             f"{res.settings.confidence_n} decoded eval examples per task (seed {res.settings.seeds[0]}; each "
+             f"forward replayed without the cache). Share of (forward, masked position) pairs per probability bin, "
+             f"and T2T edits per generated token.", "",
+             "| mode | tau_mask | forwards | masked positions | " + " | ".join(bins) + " | edits/token |",
+             "|---|---|---|---|" + "---|" * len(bins) + "---|"]
+    for name, h in hists.items():
+        shares = " | ".join(f"{100 * c / h.total:.1f}%" if h.total else "–" for c in h.counts)
+        lines.append(f"| {name} | {tm.get(name)} | {h.forwards} | {h.total} | {shares} | "
+                     f"{_ms(res.reports[name], 'edits_per_token')[0]:.3f} |")
+    lo, hi = sorted(v for v in tm.values() if v is not None) if None not in tm.values() else (None, None)
+    if lo is not None and lo in edges and hi in edges and "quality" in hists:
+        h = hists["quality"]
+        lines += ["", f"In Q Mode's trajectories {100 * h.share(lo, hi):.1f}% of the masked positions have a top "
+                      f"probability in ({lo:g}, {hi:g}], the band S Mode fills and Q Mode waits on; "
+                      f"{100 * h.share(hi, 1.0):.1f}% are above {hi:g} (both modes fill them)."]
+    return lines + [""]
+
+
 def _c2(res: Results) -> list[str]:
     targets = {"Q Mode TPF": _ms(res.reports["quality"], "tpf")[0], "S Mode TPF": _ms(res.reports["speedy"], "tpf")[0]}
     lines = ["## C2: T2T training is what makes editing useful (matched TPF)", "",
@@ -169,7 +198,7 @@ def write_results(res: Results, path: str | Path, command: str, device: str) -> 
             f"average over tasks). Overrides: {dict(st.overrides) or 'none'}.", "",
             "Score = exact-match accuracy; TPF = generated tokens per model forward. Verdicts below are computed "
             "from these numbers, not written by hand.", ""]
-    body = head + _c1(res) + _c2(res) + [f"![speed vs score of every arm]({png.name})", ""] + _c3(res) + \
+    body = head + _c1(res) + _c1_evidence(res) + _c2(res) + [f"![speed vs score of every arm]({png.name})", ""] + _c3(res) + \
         _sweep_table(res)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(body), encoding="utf-8")
