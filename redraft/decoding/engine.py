@@ -14,7 +14,7 @@ import torch
 
 from .config import DecodeConfig
 from .results import GenerationResult, StepEvent
-from .row import Row, Status
+from .row import Row
 from .runner import ModelRunner, PrefixIndex
 from .scheduler import Scheduler
 from .stopping import find_stop, held_back

@@ -6,7 +6,6 @@ import dataclasses
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from redraft.model import BlockLayout, LLaDA2MoeConfig

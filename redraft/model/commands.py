@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import LLaDA2MoeConfig
 
 
 def inspect_checkpoint(path: str) -> dict:
