@@ -57,3 +57,23 @@ def test_confidence_histograms_over_tasks(tiny_checkpoint):
     assert set(hists) == {"quality", "speedy"}
     for h in hists.values():
         assert h.forwards >= 3 * 2 and h.total >= h.forwards  # >= 2 blocks per example, >= 1 masked per forward
+
+
+def test_results_section_reads_the_band_between_the_thresholds():
+    from types import SimpleNamespace
+
+    from redraft.evaluation.report import EvalReport, TaskRun
+    from redraft.evaluation.results_output import _c1_evidence
+
+    def rep(tau):
+        return EvalReport("m", "x", {"tau_mask": tau}, 1, [0], [TaskRun("addition", 0, 1, 1.0, 2, 4, 4, 1, 0, 1.0)],
+                          "now")
+
+    q, s = ConfidenceHistogram("quality"), ConfidenceHistogram("speedy")
+    q.add([0.55, 0.65, 0.95, 0.2])
+    s.add([0.9])
+    res = SimpleNamespace(reports={"quality": rep(0.7), "speedy": rep(0.5)}, confidence={"quality": q, "speedy": s},
+                          settings=SimpleNamespace(confidence_n=4, seeds=(0,)))
+    text = "\n".join(_c1_evidence(res))
+    assert "| quality | 0.7 | 0 | 4 | 0.0% | 25.0% |" in text and "| 0.250 |" in text
+    assert "50.0% of the masked positions have a top probability in (0.5, 0.7]" in text and "25.0% are above 0.7" in text
