@@ -188,3 +188,14 @@ def test_engine_step_graph_replays_forward_and_policy(parity):
         assert (out.logits - eager.logits).abs().max() < 1e-4
         assert torch.equal(decided, greedy_step(out.logits, *args, mask_id=319))
         assert runner.num_graphs == 1
+        # the whole step's graph: forward, policy and the window's K/V written into the cache at each row's length
+        cache.reserve(64)
+        for _ in range(2):
+            out, decided = runner(window, None, BlockLayout(32), cache=cache, logits_index=index, post=post,
+                                  post_args=args, write_cache=True)
+        assert runner.num_graphs == 2 and cache.host_lengths == [32, 32]
+        for i, (k, v) in enumerate(out.new_kv):
+            assert torch.equal(cache._k[i][:2, :, 32:64], k) and torch.equal(cache._v[i][:2, :, 32:64], v)
+            assert (k - eager.new_kv[i][0]).abs().max() < 1e-4
+        cache.advance([32, 0])
+        assert cache.host_lengths == [64, 32] and cache.lengths.tolist() == [64, 32]

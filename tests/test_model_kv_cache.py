@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from redraft.model import BlockLayout, KVCache, load_model
@@ -164,3 +165,79 @@ def test_cuda_graph_runner_runs_post_eagerly_off_cuda(parity_dir):
                                             post=lambda logits, k: logits.argmax(-1) + k, post_args=(torch.tensor(1),))
         plain = model(ids, None, BlockLayout(BL), cache=cache)
     assert torch.equal(out.logits, plain.logits) and torch.equal(post, plain.logits.argmax(-1) + 1)
+
+
+def _committed(cache: KVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every row's committed K/V (slots below its length), per layer: what attention can see."""
+    return [(k[r, :, :n].clone(), v[r, :, :n].clone()) for k, v in zip(cache.k, cache.v)
+            for r, n in enumerate(cache.host_lengths)]
+
+
+def test_write_windows_then_advance_equals_commit(parity_dir):
+    """The CUDA-graph commit (write each row's whole window at its length, then advance the lengths) leaves the same
+    committed K/V as `commit`, over several steps with rows at different lengths and counts of 0, a block or more."""
+    model = load_model(parity_dir / "model")
+    ids = _ids(3, 6 * BL, seed=5)
+    plain, graphed = KVCache.for_model(model, 3), KVCache.for_model(model, 3, capacity=8)
+    steps = [[BL, 0, 2 * BL], [0, BL, BL], [2 * BL, BL, 0], [BL, 3 * BL, BL]]
+    with torch.no_grad():
+        for counts in steps:
+            assert plain.host_lengths == graphed.host_lengths
+            start = plain.host_lengths
+            window = torch.stack([ids[r, s:s + 3 * BL] for r, s in enumerate(start)])
+            pos = torch.stack([torch.arange(s, s + 3 * BL) for s in start])
+            out = model(window, pos, BlockLayout(BL), cache=plain)
+            plain.commit(out.new_kv, counts)
+            graphed.reserve(max(start) + 3 * BL)
+            graphed.write_windows(out.new_kv)
+            assert graphed.host_lengths == start and graphed.lengths.tolist() == start  # lengths unchanged
+            graphed.advance(counts)
+    assert graphed.host_lengths == plain.host_lengths == [4 * BL, 5 * BL, 4 * BL]
+    assert graphed.lengths.tolist() == plain.host_lengths
+    for (k, v), (pk, pv) in zip(_committed(graphed), _committed(plain)):
+        assert torch.equal(k, pk) and torch.equal(v, pv)
+
+
+def test_write_windows_and_advance_refuse_what_does_not_fit(parity_dir):
+    model = load_model(parity_dir / "model")
+    cache = KVCache.for_model(model, 2, capacity=2 * BL)
+    with torch.no_grad():
+        out = model(_ids(2, 2 * BL), layout=BlockLayout(BL))
+        cache.commit(out.new_kv, [BL, 0])
+        with pytest.raises(ValueError, match=r"needs 96 slots, the storage has 64 \(reserve first\)"):
+            cache.write_windows(out.new_kv)
+        with pytest.raises(ValueError, match="3 window rows for a cache of 2 rows"):
+            cache.check_window(3, BL)
+        with pytest.raises(ValueError, match="do not fit"):
+            cache.advance([2 * BL, 0])
+        with pytest.raises(ValueError, match="same length"):
+            cache.advance([BL], rows=[0, 1])
+    assert cache.host_lengths == [BL, 0]  # nothing changed
+
+
+def test_cuda_graph_runner_write_cache_stores_the_windows_of_padded_batches(parity_dir):
+    """write_cache=True (eager here; captured in the graph on CUDA): each real row's window lands at its length,
+    padding rows write only storage rows past the batch, the lengths stay for the caller's `advance`."""
+    from redraft.model.cuda_graphs import CUDAGraphRunner
+
+    model = load_model(parity_dir / "model")
+    ids = _ids(3, 3 * BL, seed=6)
+    cache = KVCache.for_model(model, 3)
+    with torch.no_grad():
+        cache.commit(model(ids[:, :2 * BL], layout=BlockLayout(BL)).new_kv, [2 * BL, 0, BL])
+        before = _committed(cache)
+        start = cache.host_lengths
+        window = torch.stack([ids[r, s:s + BL] for r, s in enumerate(start)])
+        runner = CUDAGraphRunner(model, buckets=(4,), capture=False)
+        with pytest.raises(ValueError, match="needs a cache"):
+            runner(window, None, BlockLayout(BL), write_cache=True)
+        cache.reserve(max(start) + BL)
+        out = runner(window, None, BlockLayout(BL), cache=cache, write_cache=True)
+    assert cache.host_lengths == start and cache.batch_size == 3
+    for (k, v), (pk, pv) in zip(_committed(cache), before):  # committed slots untouched
+        assert torch.equal(k, pk) and torch.equal(v, pv)
+    for i, (k, v) in enumerate(out.new_kv):
+        for r, s in enumerate(start):
+            assert torch.equal(cache._k[i][r, :, s:s + BL], k[r]) and torch.equal(cache._v[i][r, :, s:s + BL], v[r])
+    cache.advance([BL, BL, 0])
+    assert cache.host_lengths == [3 * BL, BL, BL]

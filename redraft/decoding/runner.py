@@ -6,7 +6,8 @@ Window of a row (absolute positions [cache_blocks*L, (block+1)*L)):
   editable window [edit_start, block]: key_limit = window end (bidirectional inside the window; with
                   mbe_blocks = 0 this is the current block alone, i.e. the official block-causal forward).
 Rows are right-padded to the longest window (padding keys are invisible). One host sync per step: the `.tolist()`
-of the decided window tokens and M2T/T2T masks.
+of the decided window tokens and M2T/T2T masks. On CUDA (graphed steps) the graph holds the forward, the greedy
+policy and the K/V write of the whole window; the commit after the sync only advances the rows' lengths.
 
 Prefix reuse (optional `prefix_index`, see `PrefixIndex`): a joining row whose leading whole prompt blocks are
 stored starts with their K/V copied from the store (its window then begins after them); after every join step the
@@ -138,9 +139,11 @@ class ModelRunner:
         post = self._greedy_step if plain_greedy else None
         graphed = self.cuda_graphs and not prefill and cache is not None
         with parallel.sharded_logits() if parallel is not None else contextlib.nullcontext():
-            if graphed:
+            if graphed:  # the graph also stores the window's K/V in the cache; `_commit` then only advances
+                cache.reserve(cache.width + width)
                 out = self.cached_forward(ids, positions, layout, cache=cache, logits_index=idx, post=post,
-                                          post_args=(tokens, frozen, *settings) if post is not None else ())
+                                          post_args=(tokens, frozen, *settings) if post is not None else (),
+                                          write_cache=True)
                 out, decided = out if post is not None else (out, None)
             else:
                 out = self.model(ids, positions, layout, cache=reused if prefill else cache, logits_index=idx,
@@ -158,7 +161,8 @@ class ModelRunner:
             for i in range(len(rows)):
                 cache.copy_prefix_from(reused, i, offset + i, reused.host_lengths[i])
         elif cache is not None:
-            self._commit(rows, cache, out.new_kv, num_copy, result, had_mask, offset if prefill else 0)
+            self._commit(rows, cache, out.new_kv, num_copy, result, had_mask, offset if prefill else 0,
+                         written=graphed)
         if prefill and cache is not None:
             self._store_prefixes(rows, cache, offset)
         return result
@@ -224,14 +228,19 @@ class ModelRunner:
             self.prefix_store.copy_prefix_from(cache, offset + i, slot, r.first_block * L)
 
     def _commit(self, rows: list[Row], cache: KVCache, new_kv: list[tuple[Tensor, Tensor]], num_copy: list[int],
-                result: StepResult, had_mask: list[bool], offset: int) -> None:
+                result: StepResult, had_mask: list[bool], offset: int, written: bool = False) -> None:
         """Commit the copies; with mbe_blocks = 0 also the current block when this step ends it (no mask at the
-        start, no edit: the forward ran on its final tokens with the block-causal layout)."""
+        start, no edit: the forward ran on its final tokens with the block-causal layout). written: the forward
+        already stored the windows in the cache (`write_cache`), so only the lengths advance."""
         L = rows[0].block_length
         counts = []
         for r, n, mask, t2t in zip(rows, num_copy, had_mask, result.t2t):
             ends_now = not mask and not any(t2t)
             counts.append(n + (L if ends_now and r.config.mbe_blocks == 0 else 0))
-        cache.commit(new_kv, counts, rows=[offset + i for i in range(len(rows))])
+        cache_rows = [offset + i for i in range(len(rows))]
+        if written:
+            cache.advance(counts, rows=cache_rows)
+        else:
+            cache.commit(new_kv, counts, rows=cache_rows)
         for r, c in zip(rows, counts):
             r.cache_blocks += c // L

@@ -12,6 +12,11 @@ grows. Outputs are static buffers, valid until the next call.
 greedy policy, `redraft.decoding.policy.greedy_step`): the call then returns (output, post's result), and a step
 launches one graph for forward and policy. `post` must be the same object from call to call (it is part of the key).
 
+`write_cache=True` also stores the window's K/V in the cache inside the graph (`KVCache.write_windows`: each row's
+window at its committed length, lengths unchanged); the caller then commits with `KVCache.advance(counts)`, a host
+bookkeeping call, so the step's K/V commit launches no kernels of its own. The cache must have room for the window
+(`reserve(max length + window)` before the call).
+
 Batch-size buckets: a serving batch changes size whenever a request joins or finishes, and each new shape would cost
 a capture. The runner pads the rows up to the next size in `buckets` (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128 by
 default; beyond the largest, the exact size) with empty rows: cache length 0, a valid window of token 0 attending to
@@ -95,24 +100,30 @@ class CUDAGraphRunner:
     def __call__(self, input_ids: Tensor, position_ids: Tensor | None = None, layout: BlockLayout | None = None, *,
                  attn_mask: Tensor | None = None, cache: KVCache | None = None,
                  logits_index: Tensor | None = None, post: Callable[..., Tensor] | None = None,
-                 post_args: tuple[Tensor, ...] = ()) -> ModelOutput | tuple[ModelOutput, Tensor]:
+                 post_args: tuple[Tensor, ...] = (),
+                 write_cache: bool = False) -> ModelOutput | tuple[ModelOutput, Tensor]:
+        if write_cache and cache is None:
+            raise ValueError("write_cache=True needs a cache to write the window's K/V into")
         graphable = not (cache is None or attn_mask is not None or layout is None or torch.is_grad_enabled()
                          or self.model.training)
         if not graphable or (self.capture and not input_ids.is_cuda):
             out = self.model(input_ids, position_ids, layout, attn_mask=attn_mask, cache=cache,
                              logits_index=logits_index)
+            if write_cache:
+                cache.write_windows(out.new_kv)
             return out if post is None else (out, post(out.logits, *post_args))
         if position_ids is None:
             position_ids = cache.lengths[:, None] + torch.arange(input_ids.shape[1], device=input_ids.device)[None]
         rows = input_ids.shape[0]
         padded = bucket_for(rows, self.buckets)
         if padded == rows:
-            return self._run(input_ids, position_ids, layout, cache, logits_index, post, post_args)
-        return self._run_padded(rows, padded, input_ids, position_ids, layout, cache, logits_index, post, post_args)
+            return self._run(input_ids, position_ids, layout, cache, logits_index, post, post_args, write_cache)
+        return self._run_padded(rows, padded, input_ids, position_ids, layout, cache, logits_index, post, post_args,
+                                write_cache)
 
     def _run_padded(self, rows: int, padded: int, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout,
                     cache: KVCache, logits_index: Tensor | None, post: Callable[..., Tensor] | None,
-                    post_args: tuple[Tensor, ...]) -> ModelOutput | tuple[ModelOutput, Tensor]:
+                    post_args: tuple[Tensor, ...], write_cache: bool) -> ModelOutput | tuple[ModelOutput, Tensor]:
         """Run `rows` rows as a `padded`-row batch (see the module docstring) and return the real rows' outputs."""
         if cache.batch_size != rows:
             raise ValueError(f"the cache holds {cache.batch_size} rows, the window {rows}")
@@ -129,7 +140,7 @@ class CUDAGraphRunner:
         cache._set_lengths(host + [0] * (padded - rows))  # the padding rows: empty
         try:
             res = self._run(ids, pos, BlockLayout(layout.block_length, key_limit=key_limit, valid=valid), cache,
-                            index, post, args)
+                            index, post, args, write_cache)
         finally:
             cache._set_lengths(host)
         out, post_out = res if post is not None else (res, None)
@@ -138,20 +149,24 @@ class CUDAGraphRunner:
 
     def _run(self, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout, cache: KVCache,
              logits_index: Tensor | None, post: Callable[..., Tensor] | None,
-             post_args: tuple[Tensor, ...]) -> ModelOutput | tuple[ModelOutput, Tensor]:
+             post_args: tuple[Tensor, ...], write_cache: bool) -> ModelOutput | tuple[ModelOutput, Tensor]:
         """Replay (capturing first if new) the graph of this exact shape; eagerly when `capture` is off."""
         if not self.capture:
             out = self.model(input_ids, position_ids, layout, cache=cache, logits_index=logits_index)
+            if write_cache:
+                cache.write_windows(out.new_kv)
             return out if post is None else (out, post(out.logits, *post_args))
         key = (tuple(input_ids.shape), cache.capacity, cache.max_rows, cache._k[0].data_ptr(), layout.block_length,
                layout.key_limit is not None, layout.valid is not None,
                None if logits_index is None else tuple(logits_index.shape),
-               post, tuple((tuple(a.shape), a.dtype) for a in post_args))
+               post, tuple((tuple(a.shape), a.dtype) for a in post_args), write_cache)
         cap = self._graphs.get(key)
         if cap is None:
             if len(self._graphs) >= self.max_graphs:
                 self._graphs.clear()  # storage moved on; old graphs refer to freed buffers
-            cap = self._capture(input_ids, position_ids, layout, cache, logits_index, post, post_args)
+            cap = self._capture(input_ids, position_ids, layout, cache, logits_index, post, post_args, write_cache)
+        elif write_cache:
+            cache.check_window(input_ids.shape[0], input_ids.shape[1])  # a replay writes without looking
             self._graphs[key] = cap
         for static, value in zip(cap.post_args, post_args):
             static.copy_(value)
@@ -168,7 +183,7 @@ class CUDAGraphRunner:
 
     def _capture(self, input_ids: Tensor, position_ids: Tensor, layout: BlockLayout, cache: KVCache,
                  logits_index: Tensor | None, post: Callable[..., Tensor] | None = None,
-                 post_args: tuple[Tensor, ...] = ()) -> _Captured:
+                 post_args: tuple[Tensor, ...] = (), write_cache: bool = False) -> _Captured:
         ids, pos = input_ids.clone(), position_ids.clone()
         index = logits_index.clone() if logits_index is not None else None
         key_limit = layout.key_limit.clone() if layout.key_limit is not None else None
@@ -179,6 +194,8 @@ class CUDAGraphRunner:
 
         def run() -> tuple[ModelOutput, Tensor | None]:
             out = self.model(ids, pos, static_layout, cache=cache, static_cache=True, logits_index=index)
+            if write_cache:
+                cache.write_windows(out.new_kv)
             return out, (post(out.logits, *static_post) if post is not None else None)
 
         stream = torch.cuda.Stream()

@@ -1,7 +1,8 @@
 """KV cache of committed blocks: per layer [B, H_kv, capacity, D]; row b holds positions 0..lengths[b]-1.
 
 Rows may hold different lengths (rows at different blocks). `commit` appends keys/values that a forward already
-computed (no extra forward); `select` drops finished rows; `add_rows` appends empty rows (continuous batching);
+computed (no extra forward), or `write_windows` stores a whole window on the device and `advance` commits part of it
+(the CUDA-graph step); `select` drops finished rows; `add_rows` appends empty rows (continuous batching);
 `copy_prefix_from` seeds rows from another cache (prefix reuse).
 """
 
@@ -157,6 +158,45 @@ class KVCache:
         for i, (k, v) in enumerate(new_kv):
             self._k[i][db, :, dt] = k[sb, :, st].to(self.dtype)
             self._v[i][db, :, dt] = v[sb, :, st].to(self.dtype)
+        self._set_lengths(host)
+
+    def check_window(self, rows: int, width: int) -> None:
+        """Raise ValueError unless a window of `rows` x `width` positions fits after every row's length (host-side
+        numbers only: a graph replay's write is checked before it runs)."""
+        if rows != self.batch_size:
+            raise ValueError(f"write_windows: {rows} window rows for a cache of {self.batch_size} rows")
+        longest = max(self.host_lengths, default=0)
+        if longest + width > self.capacity:
+            raise ValueError(f"write_windows: a {width}-position window after length {longest} needs "
+                             f"{longest + width} slots, the storage has {self.capacity} (reserve first)")
+
+    @_same_mode
+    def write_windows(self, new_kv: Sequence[KV]) -> None:
+        """Store every live row's whole window (k, v) [B, H_kv, W, D] in its slots [length, length + W), lengths
+        unchanged: device work only (fixed shapes, no host read), so a CUDA graph captures it with the forward.
+        `advance` then commits the first positions of each window. Slots at or past a row's length are masked out
+        of attention and written again before they are committed, so the rest of the window does no harm there."""
+        k0 = new_kv[0][0]
+        n, w = k0.shape[0], k0.shape[2]
+        self.check_window(n, w)
+        slots = self._lengths[:n, None] + torch.arange(w, device=self.device)[None]
+        rows = torch.arange(n, device=self.device)[:, None]
+        for i, (k, v) in enumerate(new_kv):
+            self._k[i][rows, :, slots] = k.transpose(1, 2).to(self.dtype)
+            self._v[i][rows, :, slots] = v.transpose(1, 2).to(self.dtype)
+
+    @_same_mode
+    def advance(self, counts: Sequence[int], rows: Sequence[int] | None = None) -> None:
+        """Commit the first counts[i] positions of the window that `write_windows` stored in row rows[i] (default
+        0..N-1): the same cache as `commit(new_kv, counts, rows=rows)` would give, without copying K/V again."""
+        rows = list(range(len(counts))) if rows is None else list(rows)
+        if len(rows) != len(counts):
+            raise ValueError("advance: counts and rows must have the same length")
+        host = list(self.host_lengths)
+        for r, c in zip(rows, counts):
+            host[r] += c
+        if max(host, default=0) > self.capacity:
+            raise ValueError(f"advance: {max(host)} positions do not fit the {self.capacity} slots written")
         self._set_lengths(host)
 
     @_same_mode
