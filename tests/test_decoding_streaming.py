@@ -69,3 +69,41 @@ def test_stop_strings_need_a_tokenizer(loaded):
     model, tok = loaded
     with pytest.raises(ValueError, match="stop"):
         Engine(model, None, mask_id=tok.mask_id).add_request([1, 2], _cfg(stop=("x",)))
+
+
+class _CountingTokenizer:
+    """The real tokenizer, counting decode calls."""
+
+    def __init__(self, tok):
+        self.tok, self.decodes = tok, 0
+
+    def decode(self, ids, **kw):
+        self.decodes += 1
+        return self.tok.decode(ids, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+@pytest.mark.parametrize("stop", [(), ("\x00never",)])
+def test_text_is_decoded_only_when_more_of_a_row_became_final(loaded, stop):
+    """A step that only fills or edits inside the window adds no final text: the engine decodes a row's text once per
+    block that leaves the window (and at its end), not every step, and streams the same text as before."""
+    model, tok = loaded
+    counting = _CountingTokenizer(tok)
+    configs = [_cfg(max_new_tokens=40, tau_mask=0.9, stop=stop), _cfg(max_new_tokens=24, stop=stop)]
+    prompts = [tok.encode("def load(self):"), tok.encode("import json\n")]
+    engine = Engine(model, counting)
+    texts, finished, steps = defaultdict(str), {}, 0
+    for events in engine.stream(prompts, configs):
+        steps += 1
+        for e in events:
+            texts[e.request_id] += e.text
+            if e.finished:
+                finished[e.request_id] = e.result
+    blocks = sum(-(-(len(p) + c.max_new_tokens) // c.block_length) for p, c in zip(prompts, configs))
+    forwards = sum(r.stats.forwards for r in finished.values())
+    assert counting.decodes <= blocks + len(prompts) < forwards  # per final block, not per step
+    for rid, res in finished.items():
+        assert texts[rid] == res.text == tok.decode(res.token_ids, skip_special_tokens=True)
+        assert res.token_ids == generate(model, tok, [prompts[int(rid)]], configs[int(rid)])[0].token_ids

@@ -168,11 +168,20 @@ class Engine:
     def _text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ""
 
+    def _final(self, row: Row) -> tuple[list[int], str]:
+        """The row's final ids and their text, decoded again only when more of the row became final (a block left
+        the editable window, or the row finished): a step that only fills and edits costs no decode."""
+        key = (row.final_blocks, row.is_finished)
+        if row.final_memo is None or row.final_memo[0] != key:
+            ids = row.final_ids()
+            row.final_memo = (key, ids, self._text(ids))
+        return row.final_memo[1], row.final_memo[2]
+
     def _check_stop(self, row: Row) -> None:
         """A stop string in the row's final text ends it (also a row that just ended on eos/length)."""
         if not row.config.stop or row.finish_reason == "cancelled":
             return
-        if find_stop(self._text(row.final_ids()), row.config.stop) is not None:
+        if find_stop(self._final(row)[1], row.config.stop) is not None:
             if row.is_finished:
                 row.finish_reason = "stop"
             else:
@@ -180,8 +189,10 @@ class Engine:
 
     def _event(self, row: Row) -> StepEvent | None:
         """The row's news: ids/text that became final since the last event, and its result once finished."""
-        ids = row.final_ids()
-        text = self._text(ids)
+        if not row.is_finished and row.final_blocks == row.event_blocks:
+            return None  # nothing became final since the last look
+        row.event_blocks = row.final_blocks
+        ids, text = self._final(row)
         if row.finish_reason == "stop":
             text_end = find_stop(text, row.config.stop)
             ids, text = _cut_ids_at(ids, text_end, self._text), text[:text_end]

@@ -45,6 +45,8 @@ class Row:
     previous: list[int] | None = None  # token before the last edit, per canvas position (oscillation guard)
     emitted_tokens: int = 0
     emitted_text: str = ""
+    final_memo: tuple[tuple[int, bool], list[int], str] | None = None  # (final_blocks, finished), ids, text
+    event_blocks: int = -1  # final_blocks at the engine's last look for news
     started_at: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,24 @@
+"""benchmarks/engine_host_time.py runs (a tiny setting, this checkout against itself) and writes its table's JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_engine_host_time_benchmark_runs(tmp_path):
+    out = tmp_path / "host.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "engine_host_time.py"), "--batch", "2",
+                           "--new", "16", "--repeat", "1", "--baseline", str(ROOT), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert set(result["rows"]) == {"after_b2", "before_b2"}
+    row = result["rows"]["after_b2"]
+    assert row["steps"] > 0 and 0 < row["news_ms_mean"] < row["step_ms_mean"] and 0 < row["news_share"] < 1
+    assert result["identical_tokens_before_after"] is True
+    assert "identical tokens before/after: True" in done.stdout
