@@ -42,7 +42,7 @@ class RLConfig:
     adding variance; off = a seed per row); minibatch_size: rows per optimiser step (0 = all rows of the batch);
     micro_batch_size: rows per forward. eval_size / eval_seed / eval_every: greedy held-out accuracy (eval_sampled:
     also at the rollout temperature, logged with a `_sampled` suffix). keep_host_memory: on CPU, keep freed memory
-    mapped between steps (`redraft.training.host_memory`)."""
+    mapped between steps (`redraft.host_memory`)."""
 
     init_from: str = ""
     output_dir: str = "runs/rl"

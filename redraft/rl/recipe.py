@@ -28,7 +28,7 @@ from redraft.model.lora import apply_lora, load_adapter_weights
 from redraft.model.tokenizer import load_tokenizer
 from redraft.training.checkpoint import export_model, latest_checkpoint, load_trainer_state, save_checkpoint
 from redraft.training.distributed import cleanup, full_state, init_distributed, load_full_state, unwrap, wrap_model
-from redraft.training.host_memory import keep_freed_memory
+from redraft.host_memory import keep_freed_memory
 from redraft.training.progress import ProgressLog
 from redraft.training.schedule import lr_factor
 from redraft.training.stop import StopRequest

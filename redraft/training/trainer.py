@@ -27,7 +27,7 @@ from .balance import ExpertLoadBalancer
 from .checkpoint import export_model, latest_checkpoint, load_trainer_state, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_mean, cleanup, init_distributed, unwrap, wrap_model
-from .host_memory import keep_freed_memory
+from redraft.host_memory import keep_freed_memory
 from .noise import NoiseConfig
 from .objective import DiffusionObjective, summarize_metrics
 from .prepare import PreparedData, load_prepared, prepare_data

@@ -1,4 +1,5 @@
-"""Keep freed host memory inside a CPU training process (glibc `mallopt`), so each step reuses mapped pages.
+"""Keep freed host memory inside a CPU training or decoding process (glibc `mallopt`), so each step reuses mapped
+pages.
 
 PyTorch on CPU has no caching allocator: every tensor is a fresh `malloc`. glibc serves large requests (above a
 threshold of at most 32 MB) with a new `mmap` and gives small freed ones back to the kernel (heap trimming), so the
@@ -9,6 +10,9 @@ the trim threshold at its maximum freed memory stays mapped for the next step: a
 stops faulting (~800k -> ~2k minor faults per step), at the cost of never shrinking its resident size, which a
 training run does not need. This is the same trade as PyTorch's CUDA caching allocator, or as preloading jemalloc or
 tcmalloc (`torch.backends.xeon.run_cpu --enable-jemalloc`), which works too and is left to the user.
+
+Decoding on CPU has the same pattern at smaller size (each step's logits [B, E, V] in float32, the policy's
+temporaries, the layers' activations): `Engine(keep_host_memory=None)` applies it for a model on CPU.
 """
 
 from __future__ import annotations
