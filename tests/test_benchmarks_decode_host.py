@@ -1,4 +1,4 @@
-"""benchmarks/engine_host_time.py runs (a tiny setting, this checkout against itself) and writes its table's JSON."""
+"""benchmarks/engine_host_time.py and benchmarks/decode_host_memory.py run (tiny settings) and write their JSON."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def test_engine_host_time_benchmark_runs(tmp_path):
     assert row["steps"] > 0 and 0 < row["news_ms_mean"] < row["step_ms_mean"] and 0 < row["news_share"] < 1
     assert result["identical_tokens_before_after"] is True
     assert "identical tokens before/after: True" in done.stdout
+
+
+def test_decode_host_memory_benchmark_runs(tmp_path):
+    out = tmp_path / "dhm.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decode_host_memory.py"), "--batch", "2",
+                           "--threads", "1", "--new", "16", "--repeat", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(out.read_text())["rows"]["b2_t1"]
+    assert row["same_tokens"] is True and row["default_ms"] > 0 and row["keep_ms"] > 0
+    assert "speed-up" in done.stdout
