@@ -14,7 +14,13 @@ release's mask id 156895 and eos id 156892). With a 1024-token prompt and 32-tok
   (f) the same in FP8 when `redraft.model.quant` (FP8 linears) is importable, else skipped with a note;
   (g) exactness: the engine's greedy tokens equal its own no-cache run for every generate case of ../shared/parity,
       in float32 on the device (and the official tokens).
-Writes `benchmarks/results/gpu_suite_<device>.json` and a Markdown table beside it (`.md`).
+  (i) `pytest tests/test_model_gpu.py` in a subprocess (CUDA only unless `--tests on`): passed / failed / skipped.
+Writes `benchmarks/results/gpu_suite_<device>.json` and a Markdown table beside it (`.md`) after every section, so a
+run cut short (a device command's time limit) still leaves what it measured (`"complete": false`). A section that
+fails (an out-of-memory at batch 64, a kernel error) is recorded with its error and the suite goes on; with
+`--budget-s` a section that would start after that many seconds is skipped and said so. Exit status: 3 when (g)
+finds a mismatch, 2 when a section failed, else 0 (1: Python's own, an uncaught error). The order puts the cheap,
+decisive check first: (g), then (a)-(e), (f), (h), (i). On a lent device: `bash scripts/gpu_check.sh` (see there).
 
     python benchmarks/gpu_suite.py                              # CUDA, mini shape, batch 1/4/16/64 (< 8 min, H100/H200)
     python benchmarks/gpu_suite.py --shape tiny --device cpu    # the same code on CPU at a small shape (seconds)
@@ -25,13 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout's redraft, installed or not (a device)
 from model_step_latency import MINI, TINY  # noqa: E402
 
 from redraft.decoding import Engine, preset  # noqa: E402
@@ -143,21 +153,44 @@ def engine_steps(model, batch: int, prompt: int, block: int, args, mask_id: int,
     return out
 
 
-def run_shape(model, args, mask_id: int, eos_id: int, device: str) -> list[dict]:
-    rows = []
+def error_record(e: BaseException) -> dict:
+    """What a failed section or row leaves in the JSON: the error and the end of its traceback."""
+    return {"error": f"{type(e).__name__}: {e}"[:2000], "traceback": traceback.format_exc()[-3000:]}
+
+
+def free_device_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def run_shape(model, args, mask_id: int, eos_id: int, device: str, run: "SuiteRun | None" = None,
+              publish: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """(a)-(e) for each batch size; a batch that fails (out of memory, ...) leaves its error and the next one runs; a
+    batch that would start after `run`'s time budget is skipped. `publish(rows)` after every batch (the suite
+    rewrites its JSON)."""
+    rows: list[dict] = []
     for batch in args.batch_sizes:
-        fwd = forward_ms(model, batch, args.prompt, args.block, args.forward_iters, device)
-        step = engine_steps(model, batch, args.prompt, args.block, args, mask_id, eos_id, device)
-        rows.append(dict(batch=batch, forward_ms=fwd, step_over_forward=step["step_ms_median"] / fwd, **step))
-        print(f"batch {batch:3d}: forward {fwd:8.2f} ms | step median {step['step_ms_median']:8.2f} ms, p90 "
-              f"{step['step_ms_p90']:8.2f} ms | gpu {step['gpu_ms']} ms | peak {step['peak_memory_gib']} GiB",
-              flush=True)
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        if run is not None and run.out_of_time():
+            rows.append(dict(batch=batch, skipped=f"time budget ({run.budget_s:.0f} s) spent"))
+        else:
+            try:
+                fwd = forward_ms(model, batch, args.prompt, args.block, args.forward_iters, device)
+                step = engine_steps(model, batch, args.prompt, args.block, args, mask_id, eos_id, device)
+                rows.append(dict(batch=batch, forward_ms=fwd, step_over_forward=step["step_ms_median"] / fwd, **step))
+                print(f"batch {batch:3d}: forward {fwd:8.2f} ms | step median {step['step_ms_median']:8.2f} ms, p90 "
+                      f"{step['step_ms_p90']:8.2f} ms | gpu {step['gpu_ms']} ms | peak {step['peak_memory_gib']} GiB",
+                      flush=True)
+            except Exception as e:  # noqa: BLE001 -- recorded, the other batch sizes still run
+                rows.append(dict(batch=batch, **error_record(e)))
+                print(f"batch {batch:3d}: FAILED {type(e).__name__}: {e}", flush=True)
+        free_device_memory(device)
+        if publish is not None:
+            publish(rows)
     return rows
 
 
-def fp8_section(model, args, mask_id: int, eos_id: int, device: str) -> dict:
+def fp8_section(model, args, mask_id: int, eos_id: int, device: str, run: "SuiteRun | None" = None) -> dict:
     """(f): the same rows with the routed experts in per-block FP8 (`redraft.model.fp8.quantize_model`, in place)."""
     from redraft.model.fp8 import quantize_model
 
@@ -165,8 +198,9 @@ def fp8_section(model, args, mask_id: int, eos_id: int, device: str) -> dict:
         qmodel = quantize_model(model, "fp8")
     except Exception as e:  # a device or dtype FP8 does not support: report, do not stop the suite
         return {"skipped": f"quantize_model failed: {type(e).__name__}: {e}"}
-    return {"entry_point": "redraft.model.fp8.quantize_model(model, 'fp8')",
-            "rows": run_shape(qmodel, args, mask_id, eos_id, device)}
+    entry = "redraft.model.fp8.quantize_model(model, 'fp8')"
+    publish = None if run is None else (lambda rows: run.update(fp8={"entry_point": entry, "rows": rows}))
+    return {"entry_point": entry, "rows": run_shape(qmodel, args, mask_id, eos_id, device, run, publish)}
 
 
 def exactness(device: str) -> dict:
@@ -196,64 +230,164 @@ def exactness(device: str) -> dict:
 
 
 def markdown(result: dict) -> str:
+    """The result as Markdown; a partial result (a run still going or cut short) shows what it has."""
     lines = [f"# GPU suite: {result['device_name']}, {result['shape']} shape, {result['dtype']}",
              "", f"Prompt {result['prompt']} tokens, block {result['block']}, {result['steps']} timed steps after "
              f"{result['warmup']} warm-up steps. Projected tok/s = B x TPF / step (paper TPF: S {PAPER_TPF['S']}, "
              f"Q {PAPER_TPF['Q']}) is a projection, not a measurement.", ""]
+    if not result.get("complete", True):
+        lines += [f"**Partial result** (the run had not finished after {result.get('seconds', 0):.0f} s).", ""]
+    if result.get("failed"):
+        lines += ["Failed: " + ", ".join(result["failed"]), ""]
 
-    def table(rows: list[dict]) -> None:
+    def not_run(section) -> str | None:
+        """Why a section has no numbers (None when it has them)."""
+        if section is None:
+            return "not reached"
+        if isinstance(section, dict) and "error" in section:
+            return f"FAILED: {section['error']}"
+        if isinstance(section, dict) and "skipped" in section:
+            return f"Skipped: {section['skipped']}"
+        return None
+
+    def table(rows) -> None:
+        if not_run(rows):
+            lines.append(not_run(rows))
+            return
         lines.append("| batch | forward ms | step ms (median) | step ms (p90) | step / forward | GPU ms | host ms | "
                      "peak GiB | projected tok/s S | projected tok/s Q |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
         for r in rows:
+            if "error" in r or "skipped" in r:
+                lines.append(f"| {r['batch']} | {not_run(r)} |" + " |" * 8)
+                continue
             lines.append(f"| {r['batch']} | {f(r['forward_ms'])} | {f(r['step_ms_median'])} | {f(r['step_ms_p90'])} | "
                          f"{f(r['step_over_forward'])} | {f(r['gpu_ms'])} | {f(r['host_ms'])} | "
                          f"{f(r['peak_memory_gib'])} | {f(r['projected_tok_s']['S'], 0)} | "
                          f"{f(r['projected_tok_s']['Q'], 0)} |")
 
-    table(result["rows"])
-    fp8 = result["fp8"]
+    table(result.get("rows"))
+    fp8 = result.get("fp8")
     lines += ["", "## FP8", ""]
-    if "rows" in fp8:
-        table(fp8["rows"])
-    else:
-        lines.append(f"Skipped: {fp8['skipped']}")
-    ex = result["exactness"]
+    table(fp8["rows"] if isinstance(fp8, dict) and "rows" in fp8 else fp8)
+    ex = result.get("exactness")
     lines += ["", "## Exactness (float32 on the device)", ""]
-    if "cases" in ex:
+    if not_run(ex):
+        lines.append(not_run(ex))
+    else:
         lines.append(f"Engine (cache) == its no-cache run on all {len(ex['cases'])} parity generate cases: "
                      f"**{ex['all_equal']}**; == official tokens: **{ex['all_official']}**.")
         lines += [f"- {name}: cache==no-cache {v['cache_equals_no_cache']}, official {v['equals_official']}"
                   for name, v in ex["cases"].items() if not (v["cache_equals_no_cache"] and v["equals_official"])]
-    else:
-        lines.append(f"Skipped: {ex['skipped']}")
     if "moonshot" in result:
         mo = result["moonshot"]
         lines += ["", "## (h) FP8 weights vs bf16, and the flash shape with FP8 experts on one device (fp8_gpu.py)", ""]
-        if "rows" not in mo:
-            lines.append(f"Skipped: {mo['skipped']}")
+        if not_run(mo):
+            lines.append(not_run(mo))
         else:
             lines += ["| shape | weights | batch | ms / forward | weight GB | compute |", "|---|---|---|---|---|---|"]
             lines += [f"| {r['shape']} | {r['weights']} | {r['batch']} | {r['ms_per_forward']:.2f} | "
                       f"{r['weight_bytes'] / 1e9:.2f} | {r['compute']} |" for r in mo["rows"]]
+    if "gpu_tests" in result:
+        gt = result["gpu_tests"]
+        lines += ["", "## (i) tests/test_model_gpu.py", ""]
+        if "counts" in gt:
+            c = gt["counts"]
+            lines.append(f"{c['passed']} passed, {c['failures']} failed, {c['errors']} errors, {c['skipped']} skipped "
+                         f"(`python {gt['command']}`).")
+        if not_run(gt):
+            lines.append(not_run(gt))
     return "\n".join(lines) + "\n"
 
 
-def moonshot(args, json_path: Path) -> dict:
+def subprocess_env() -> dict:
+    """The environment of the suite's subprocesses: this checkout's redraft importable without an install."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def moonshot(args, json_path: Path, timeout_s: float = 420) -> dict:
     """(h) `benchmarks/fp8_gpu.py --moonshot` in its own process (the mini model's memory is gone; a crash or an
     out-of-memory there does not lose the rows above)."""
-    import subprocess
-    import sys
-
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     cmd = [sys.executable, str(REPO / "benchmarks" / "fp8_gpu.py"), "--moonshot", "--scopes", "fp8",
            "--device", args.device, "--json", str(json_path)] + (["--shape", "tiny"] if args.shape == "tiny" else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=subprocess_env())
     if proc.returncode != 0 or not json_path.exists():
-        return {"skipped": f"fp8_gpu.py exited {proc.returncode}: {proc.stderr[-1500:]}"}
+        return {"error": f"fp8_gpu.py exited {proc.returncode}", "stderr": proc.stderr[-3000:]}
     return {"command": " ".join(cmd[1:]), **json.loads(json_path.read_text())}
+
+
+def gpu_tests(junit: Path, timeout_s: float, tests: str = "tests/test_model_gpu.py") -> dict:
+    """(i) the GPU tests under pytest in a subprocess (on a device the parity copy comes through REDRAFT_PARITY):
+    the counts from its JUnit XML and the end of its output."""
+    import xml.etree.ElementTree as ET
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", tests, f"--junitxml={junit}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO, env=subprocess_env())
+    except subprocess.TimeoutExpired as e:
+        tail = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return {"error": f"pytest timed out after {timeout_s:.0f} s", "output_tail": tail[-3000:]}
+    out = {"command": " ".join(cmd[1:]), "exit_status": proc.returncode,
+           "output_tail": (proc.stdout + proc.stderr)[-3000:]}
+    if junit.exists():
+        root = ET.parse(junit).getroot()
+        suite = root if root.tag == "testsuite" else root.find("testsuite")
+        counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+        out["counts"] = dict(counts, passed=counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"])
+    if proc.returncode not in (0, 5):  # 5: no test collected (not a failure of the code)
+        out["error"] = f"pytest exited {proc.returncode}"
+    return out
+
+
+class SuiteRun:
+    """The suite's result as it grows: every section through `section` (its error recorded, the time budget
+    checked), the JSON and Markdown rewritten after each one."""
+
+    def __init__(self, result: dict, out: Path, name: str, budget_s: float | None):
+        self.result, self.budget_s, self.t0 = result, budget_s, time.perf_counter()
+        self.json_path, self.md_path = out / f"{name}.json", out / f"{name}.md"
+        self.failed: list[str] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def remaining(self) -> float:
+        return float("inf") if self.budget_s is None else self.budget_s - self.elapsed()
+
+    def out_of_time(self) -> bool:
+        return self.remaining() <= 0
+
+    def update(self, **items) -> None:
+        self.result.update(items)
+        self.save()
+
+    def section(self, key: str, fn: Callable[[], dict | list]) -> None:
+        """result[key] = fn(), or its error (the suite goes on), or a skip note once the budget is spent."""
+        if self.out_of_time():
+            self.update(**{key: {"skipped": f"time budget ({self.budget_s:.0f} s) spent"}})
+            return
+        print(f"== {key} ({self.elapsed():.0f} s)", flush=True)
+        try:
+            value = fn()
+        except Exception as e:  # noqa: BLE001 -- recorded; the remaining sections still run
+            print(f"{key}: FAILED {type(e).__name__}: {e}", flush=True)
+            value = error_record(e)
+        if isinstance(value, dict):
+            self.failed += [key] if "error" in value else []
+            self.failed += [f"{key}[batch {r['batch']}]" for r in value.get("rows", []) if "error" in r]
+        else:
+            self.failed += [f"{key}[batch {r['batch']}]" for r in value if "error" in r]
+        self.update(**{key: value})
+
+    def save(self, complete: bool = False) -> None:
+        self.result.update(complete=complete, seconds=self.elapsed(), failed=self.failed)
+        self.json_path.write_text(json.dumps(self.result, indent=2))
+        self.md_path.write_text(markdown(self.result))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
                          "flash shape with FP8 experts on this one GPU (auto: on CUDA at the mini shape)")
     ap.add_argument("--exactness", action="store_true",
                     help="run (g) on CPU too (default: CUDA only; on CPU `redraft conformance` covers it)")
+    ap.add_argument("--tests", choices=["auto", "on", "off"], default="auto",
+                    help="(i) pytest tests/test_model_gpu.py in a subprocess (auto: on CUDA)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip any section or batch size that would start after this many seconds (a device "
+                         "command's limit); what ran is kept")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="directory for the JSON and .md")
     args = ap.parse_args(argv)
     tiny = args.shape == "tiny"
@@ -284,37 +423,57 @@ def main(argv: list[str] | None = None) -> int:
     args.forward_iters = args.forward_iters or (3 if tiny else 30)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA device is available (use --device cpu --shape tiny)")
+    if args.budget_s is not None and args.budget_s <= 0:
+        raise ValueError(f"--budget-s must be positive, got {args.budget_s}")
+    is_cuda = args.device.startswith("cuda")
     shape, mask_id, eos_id = SHAPES[args.shape]
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
-    t0 = time.perf_counter()
-    model = build(shape, args.device, dtype)
-    result = dict(device_name=device_name, shape=args.shape, dtype=str(dtype).replace("torch.", ""),
-                  prompt=args.prompt, block=args.block, steps=args.steps, warmup=args.warmup,
-                  mask_id=mask_id, eos_id=eos_id, paper_tpf=PAPER_TPF, torch=torch.__version__,
-                  load_average=os.getloadavg()[0])
-    result["rows"] = run_shape(model, args, mask_id, eos_id, args.device)
-    result["fp8"] = ({"skipped": "--no-fp8"} if args.no_fp8 else fp8_section(model, args, mask_id, eos_id, args.device))
-    del model
-    if args.no_exactness:
-        result["exactness"] = {"skipped": "--no-exactness"}
-    elif not args.device.startswith("cuda") and not args.exactness:
-        result["exactness"] = {"skipped": "CPU run (pass --exactness; `redraft conformance ../shared/parity` "
-                                          "checks the same on CPU)"}
-    else:
-        result["exactness"] = exactness(args.device)
+    dtype = torch.bfloat16 if is_cuda else torch.float32
+    device_name = torch.cuda.get_device_name(args.device) if is_cuda else "cpu"
     slug = "".join(ch if ch.isalnum() else "_" for ch in device_name.lower()).strip("_")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.moonshot == "on" or (args.moonshot == "auto" and args.device.startswith("cuda") and not tiny):
-        result["moonshot"] = moonshot(args, out / f"fp8_gpu_{slug}.json")
-    result["seconds"] = time.perf_counter() - t0
     name = f"gpu_suite_{slug}" + ("_tiny" if tiny else "")
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (out / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
-    print(f"wrote {out / name}.json and .md ({result['seconds']:.0f} s)")
-    return 0 if result["exactness"].get("all_equal", True) else 1
+    run = SuiteRun(dict(device_name=device_name, shape=args.shape, dtype=str(dtype).replace("torch.", ""),
+                        prompt=args.prompt, block=args.block, steps=args.steps, warmup=args.warmup,
+                        mask_id=mask_id, eos_id=eos_id, paper_tpf=PAPER_TPF, torch=torch.__version__,
+                        load_average=os.getloadavg()[0], budget_s=args.budget_s),
+                   out, name, args.budget_s)
+    # (g) first: small (the parity model), and the check every new path must pass
+    if args.no_exactness:
+        run.update(exactness={"skipped": "--no-exactness"})
+    elif not is_cuda and not args.exactness:
+        run.update(exactness={"skipped": "CPU run (pass --exactness; `redraft conformance ../shared/parity` "
+                                         "checks the same on CPU)"})
+    else:
+        run.section("exactness", lambda: exactness(args.device))
+    holder: dict = {}
+
+    def rows() -> list[dict]:
+        holder["model"] = build(shape, args.device, dtype)
+        return run_shape(holder["model"], args, mask_id, eos_id, args.device, run,
+                         publish=lambda r: run.update(rows=r))
+
+    run.section("rows", rows)
+    if args.no_fp8:
+        run.update(fp8={"skipped": "--no-fp8"})
+    elif "model" not in holder:
+        run.update(fp8={"skipped": "no model (building it failed, see rows)"})
+    else:
+        run.section("fp8", lambda: fp8_section(holder["model"], args, mask_id, eos_id, args.device, run))
+    holder.clear()
+    free_device_memory(args.device)
+    if args.moonshot == "on" or (args.moonshot == "auto" and is_cuda and not tiny):
+        run.section("moonshot", lambda: moonshot(args, out / f"fp8_gpu_{slug}.json",
+                                                 timeout_s=min(420.0, max(run.remaining(), 30.0))))
+    if args.tests == "on" or (args.tests == "auto" and is_cuda):
+        run.section("gpu_tests", lambda: gpu_tests(out / f"{name}_tests.xml", min(600.0, max(run.remaining(), 60.0))))
+    run.save(complete=True)
+    print(markdown(run.result))
+    print(f"wrote {run.json_path} and .md ({run.elapsed():.0f} s)")
+    exact = run.result["exactness"]
+    if isinstance(exact, dict) and exact.get("all_equal") is False:
+        return 3
+    return 2 if run.failed else 0
 
 
 if __name__ == "__main__":

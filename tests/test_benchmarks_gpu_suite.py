@@ -54,3 +54,87 @@ def test_gpu_suite_exactness_section_on_cpu(parity_dir, monkeypatch):
     monkeypatch.setattr(suite, "PARITY", parity_dir)
     result = suite.exactness("cpu")
     assert len(result["cases"]) == 13 and result["all_equal"] and result["all_official"]
+
+
+TINY_ARGS = ["--shape", "tiny", "--device", "cpu", "--batch", "1,2", "--prompt", "32", "--steps", "2", "--warmup", "1",
+             "--forward-iters", "1", "--no-fp8"]
+
+
+def test_a_failing_batch_size_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    """One shot on a lent device: an out-of-memory at one batch size must not lose the other rows or the sections
+    after it; the exit status says a section failed."""
+    suite = _suite()
+    real = suite.engine_steps
+
+    def engine_steps(model, batch, *args, **kwargs):
+        if batch == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(suite, "engine_steps", engine_steps)
+    rc = suite.main(TINY_ARGS + ["--tests", "off", "--out", str(tmp_path)])
+    assert rc == 2
+    result = json.loads((tmp_path / "gpu_suite_cpu_tiny.json").read_text())
+    first, second = result["rows"]
+    assert first["batch"] == 1 and "out of memory (simulated)" in first["error"] and "engine_steps" in first["traceback"]
+    assert second["batch"] == 2 and second["step_ms_median"] > 0
+    assert result["complete"] and result["failed"] == ["rows[batch 1]"]
+    table = (tmp_path / "gpu_suite_cpu_tiny.md").read_text()
+    assert "| 1 | FAILED: RuntimeError: CUDA out of memory (simulated) |" in table and "\n| 2 | " in table
+
+
+def test_a_run_cut_short_leaves_what_it_measured(tmp_path, monkeypatch):
+    """The JSON is rewritten after every batch size: a run killed at a device command's time limit keeps its rows."""
+    suite = _suite()
+
+    class Killed(BaseException):  # like the SIGKILL at a time limit: nothing in the suite catches it
+        pass
+
+    def fp8_section(*args, **kwargs):
+        raise Killed()
+
+    monkeypatch.setattr(suite, "fp8_section", fp8_section)
+    with pytest.raises(Killed):
+        suite.main([a for a in TINY_ARGS if a != "--no-fp8"] + ["--tests", "off", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "gpu_suite_cpu_tiny.json").read_text())
+    assert result["complete"] is False and [r["batch"] for r in result["rows"]] == [1, 2]
+    assert "fp8" not in result and "Partial result" in (tmp_path / "gpu_suite_cpu_tiny.md").read_text()
+
+
+def test_sections_past_the_time_budget_are_skipped_and_said_so(tmp_path):
+    suite = _suite()
+    rc = suite.main(TINY_ARGS + ["--tests", "on", "--budget-s", "0.000001", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "gpu_suite_cpu_tiny.json").read_text())
+    assert result["complete"] and "time budget" in result["rows"]["skipped"]
+    assert "time budget" in result["gpu_tests"]["skipped"]
+    with pytest.raises(ValueError, match="--budget-s must be positive"):
+        suite.main(TINY_ARGS + ["--budget-s", "0", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_gpu_suite_runs_the_gpu_tests_in_a_subprocess(tmp_path):
+    """(i) on CPU: every GPU test is collected and skips (no CUDA), and the counts come back from the JUnit XML."""
+    suite = _suite()
+    result = suite.gpu_tests(tmp_path / "t.xml", timeout_s=300)
+    assert result["counts"]["tests"] >= 8 and result["counts"]["skipped"] == result["counts"]["tests"]
+    assert "error" not in result
+
+
+def test_gpu_check_script_runs_the_suite_into_out(tmp_path):
+    """scripts/gpu_check.sh, the one device command, on CPU: the package report, the suite's files under $OUT, the
+    log, and the suite's exit status as its own."""
+    import os
+    import subprocess
+
+    repo = BENCH.parent
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh")] + TINY_ARGS + ["--batch", "1", "--tests", "off"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "torch 2." in log and "safetensors" in log and "gpu_suite.py exit status 0" in log
+    assert json.loads((tmp_path / "gpu_suite_cpu_tiny.json").read_text())["complete"]
+    bad = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), "--shape", "nonesuch"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "exit status 2" in (tmp_path / "gpu_check.log").read_text()
