@@ -18,7 +18,7 @@
 set -e
 OUT=${OUT:-runs/v2-logs}
 DATA=${DATA:-.device_data/v2}
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}  # a device image may have python3 alone
 MAIN_CONFIG=${MAIN_CONFIG:-configs/v2.yaml}
 TWIN_CONFIG=${TWIN_CONFIG:-configs/v2-m2t-only.yaml}
 mkdir -p "$OUT"
