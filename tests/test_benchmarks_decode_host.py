@@ -1,4 +1,4 @@
-"""benchmarks/engine_host_time.py and benchmarks/decode_host_memory.py run (tiny settings) and write their JSON."""
+"""benchmarks/engine_host_time.py, decode_host_memory.py and row_tiles.py run (tiny settings) and write their JSON."""
 
 from __future__ import annotations
 
@@ -33,3 +33,22 @@ def test_decode_host_memory_benchmark_runs(tmp_path):
     row = json.loads(out.read_text())["rows"]["b2_t1"]
     assert row["same_tokens"] is True and row["default_ms"] > 0 and row["keep_ms"] > 0
     assert "speed-up" in done.stdout
+
+
+def test_row_tiles_benchmark_runs_and_checks_batch_invariance(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import row_tiles
+
+    import torch
+
+    out = tmp_path / "rt.json"
+    threads = torch.get_num_threads()
+    try:
+        assert row_tiles.main(["--tiles", "32,64", "--batch", "1,2", "--threads", "1", "--new", "16", "--repeat", "1",
+                               "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets the thread count of this (the test) process
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"t1_b1", "t1_b2"}
+    for row in rows.values():
+        assert row["rows_equal_solo"] is True and set(row["step_ms"]) == {"32", "64"} and row["speedup"]["64"] > 0

@@ -230,3 +230,30 @@ def test_batch_invariant_option(model):
     assert [r.token_ids for r in plain] == [r.token_ids for r in exact]
     counts = lambda r: (r.stats.forwards, r.stats.m2t_fills, r.stats.t2t_edits)  # noqa: E731
     assert [counts(r) for r in plain] == [counts(r) for r in exact]
+
+
+def test_row_tiles_option_sets_the_tiles_and_keeps_rows_invariant(model, monkeypatch):
+    """Engine(batch_invariant=RowTiles(dense=64)): every token-wise GEMM runs on 64-row tiles, and each row of a batch
+    still gets the tokens of its solo run (under the same tiles)."""
+    import redraft.model.invariant as inv
+    from redraft.model.invariant import RowTiles
+
+    tiles = RowTiles(dense=64)
+    assert Engine(model, mask_id=MASK, batch_invariant=tiles)._runner().batch_invariant == tiles
+    seen = set()
+    real = inv.tiled_linear
+
+    def spy(x, weight, bias=None, tile=None):
+        seen.add(tile)
+        return real(x, weight, bias, tile)
+
+    monkeypatch.setattr(inv, "tiled_linear", spy)
+    cfg = DecodeConfig(tau_mask=0.6, tau_edit=0.3, block_length=16, max_new_tokens=32, mask_id=MASK,
+                       max_post_steps=POST)
+    prompts = [_prompt(13, 7), _prompt(30, 8), _prompt(5, 9)]
+    batch = generate(model, None, prompts, cfg, batch_invariant=tiles)
+    assert seen == {64}
+    solo = [generate(model, None, [p], cfg, batch_invariant=tiles)[0].token_ids for p in prompts]
+    assert [r.token_ids for r in batch] == solo and all(len(t) == 32 for t in solo)
+    with pytest.raises(ValueError, match="RowTiles"):
+        Engine(model, mask_id=MASK, batch_invariant=64)

@@ -179,7 +179,31 @@ def test_settings_are_validated():
 
 
 @pytest.mark.parametrize("field, value", [("device", "nope"), ("dtype", "int8"), ("prefix_cache_slots", -1),
-                                          ("max_batch_size", 0), ("default_mode", "fast"), ("batch_invariant", "yes")])
+                                          ("max_batch_size", 0), ("default_mode", "fast"), ("batch_invariant", "yes"),
+                                          ("row_tile", 0), ("row_tile", True)])
 def test_bad_server_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"ServerSettings.{field}"):
         ServerSettings(**{field: value})
+
+
+def test_row_tile_setting_gives_the_engine_its_tiles_on_cpu_only():
+    from redraft.model.invariant import RowTiles
+
+    assert ServerSettings(row_tile=64).engine_batch_invariant() == RowTiles(dense=64)
+    assert ServerSettings().engine_batch_invariant() is None
+    assert ServerSettings(batch_invariant=False).engine_batch_invariant() is False
+    with pytest.raises(ValueError, match="row_tile.*batch_invariant=False"):
+        ServerSettings(row_tile=64, batch_invariant=False)
+    with pytest.raises(ValueError, match="row_tile is for CPU"):
+        ServerSettings(row_tile=64, device="cuda")
+
+
+def test_a_server_with_row_tile_builds_its_engine_with_those_tiles(tiny_checkpoint):
+    from redraft.model.invariant import RowTiles
+    from redraft.serving.state import build_engine
+
+    engine, _ = build_engine(tiny_checkpoint, ServerSettings(row_tile=64))
+    assert engine._runner().batch_invariant == RowTiles(dense=64)
+    with TestClient(create_app(tiny_checkpoint, row_tile=64, max_model_len=128, model_name="tiny")) as c:
+        r = c.post("/v1/completions", json={"model": "tiny", "prompt": "def f(", "max_tokens": 8})
+        assert r.status_code == 200, r.text

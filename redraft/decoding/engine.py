@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from redraft.host_memory import keep_freed_memory
+from redraft.model.invariant import RowTiles
 
 from .config import DecodeConfig
 from .results import GenerationResult, StepEvent
@@ -31,14 +32,17 @@ class Engine:
     model elsewhere is a ValueError).
     batch_invariant: a row's tokens never depend on the other rows of its batch, bit for bit (each row attends over
     its own keys, GEMMs on fixed row tiles: `redraft.model.invariant`). None = on for a model on CPU, off on CUDA
-    (the fused kernels there round by batch shape; True there is untested and needs cuda_graphs=False).
+    (the fused kernels there round by batch shape; True there is untested and needs cuda_graphs=False). A
+    `RowTiles` turns it on with other tile sizes: `RowTiles(dense=64)` runs batches of 2+ rows faster on CPU (batch
+    8: ~1.15x per step) and a lone row a little slower (the 32-row window is padded to 64); tokens are invariant
+    within one tile setting, and may differ between settings (bf16 rounding).
     keep_host_memory: make this process's malloc keep freed memory mapped (`redraft.host_memory`; process-wide, not
     undone), so each step's logits and activations reuse pages instead of faulting fresh ones in (CPU batch 8:
     ~1.1x per step). None = on for a model on CPU."""
 
     def __init__(self, model, tokenizer=None, max_batch_size: int = 32, *, use_cache: bool = True,
                  mask_id: int | None = None, prefix_index: PrefixIndex | None = None,
-                 cuda_graphs: bool | None = None, batch_invariant: bool | None = None,
+                 cuda_graphs: bool | None = None, batch_invariant: bool | RowTiles | None = None,
                  keep_host_memory: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
@@ -52,10 +56,10 @@ class Engine:
         if cuda_graphs and self._device().type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a model on CUDA, got device {self._device()}")
         self.cuda_graphs = cuda_graphs
-        if batch_invariant is not None and not isinstance(batch_invariant, bool):
-            raise ValueError(f"batch_invariant must be True, False or None, got {batch_invariant!r}")
+        if batch_invariant is not None and not isinstance(batch_invariant, (bool, RowTiles)):
+            raise ValueError(f"batch_invariant must be True, False, None or a RowTiles, got {batch_invariant!r}")
         if batch_invariant and cuda_graphs:
-            raise ValueError("batch_invariant=True and cuda_graphs=True cannot be combined (graphs replay one "
+            raise ValueError("batch_invariant and cuda_graphs=True cannot be combined (graphs replay one "
                              "shape for the whole batch); pass cuda_graphs=False")
         self.batch_invariant = batch_invariant
         if keep_host_memory is not None and not isinstance(keep_host_memory, bool):

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from redraft.model import BlockLayout, KVCache
 from redraft.model.cuda_graphs import CUDAGraphRunner
+from redraft.model.invariant import RowTiles
 
 from .policy import decide, greedy_step
 from .row import Row
@@ -61,7 +62,7 @@ class ModelRunner:
     forward, which `run` does. batch_invariant: see `Engine` (None = on CPU only)."""
 
     def __init__(self, model, mask_id: int, use_cache: bool = True, prefix_index: PrefixIndex | None = None,
-                 cuda_graphs: bool | None = None, batch_invariant: bool | None = None):
+                 cuda_graphs: bool | None = None, batch_invariant: bool | RowTiles | None = None):
         self.model = model
         self.mask_id = mask_id
         self.use_cache = use_cache

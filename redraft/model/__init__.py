@@ -6,6 +6,6 @@ from redraft._lazy import lazy_package
 lazy_package(__name__, {
     "LLaDA2MoeConfig": ".config", "KVCache": ".kv_cache", "CheckpointError": ".loading",
     "load_model": ".loading", "save_model": ".loading", "BlockLayout": ".masks", "dual_stream_mask": ".masks",
-    "TwoStreamMask": ".masks",
+    "TwoStreamMask": ".masks", "RowTiles": ".invariant",
     "LLaDA2MoeModelLM": ".modeling", "ModelOutput": ".modeling"
 })

@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                    help="torch CPU threads (default: torch's choice; 1 suits small models on busy machines)")
     p.add_argument("--batch-invariant", choices=["auto", "on", "off"], default="auto",
                    help="a request's tokens never depend on the rest of the batch, bit for bit (auto: on CPU)")
+    p.add_argument("--row-tile", type=int, default=None, metavar="N",
+                   help="CPU: rows per GEMM tile of the batch-invariant forward (default 32; 64 decodes batches of 2+ "
+                        "~1.15x faster and a lone request a little slower)")
     p.add_argument("--adapter", metavar="DIR", default=None,
                    help="LoRA adapter (PEFT layout) merged into the model at load")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
@@ -74,11 +77,13 @@ def serve(args: argparse.Namespace) -> int:
                               prefix_cache_slots=args.prefix_cache_slots, device=args.device, dtype=args.dtype,
                               quantization=args.quantization,
                               batch_invariant={"auto": None, "on": True, "off": False}[args.batch_invariant],
-                              adapter=args.adapter)
+                              row_tile=args.row_tile, adapter=args.adapter)
     if args.tp != 1 or args.ep != 1:
         if args.quantization or args.adapter:
             raise ValueError("--quantization and --adapter with --tp are not supported yet (merge the adapter with "
                              "`redraft merge`; run FP8 on one device)")
+        if args.row_tile is not None:
+            raise ValueError("--row-tile with --tp/--ep is not supported (sharded linears take the default tiles)")
         from redraft.model.parallel import ParallelConfig
 
         from .parallel_serve import serve_parallel

@@ -49,7 +49,7 @@ def build_engine(engine_or_path: Engine | str | Path, settings: ServerSettings) 
     tokenizer = load_tokenizer(path)
     prefix = PrefixCache(settings.prefix_cache_slots) if settings.prefix_cache_slots else None
     engine = Engine(model, tokenizer, max_batch_size=settings.max_batch_size, prefix_index=prefix,
-                    batch_invariant=settings.batch_invariant)
+                    batch_invariant=settings.engine_batch_invariant())
     return engine, settings.model_name or path.name
 
 
