@@ -207,3 +207,11 @@ def test_a_server_with_row_tile_builds_its_engine_with_those_tiles(tiny_checkpoi
     with TestClient(create_app(tiny_checkpoint, row_tile=64, max_model_len=128, model_name="tiny")) as c:
         r = c.post("/v1/completions", json={"model": "tiny", "prompt": "def f(", "max_tokens": 8})
         assert r.status_code == 200, r.text
+
+
+def test_parallel_serving_refuses_row_tile():
+    from redraft.model.parallel import ParallelConfig
+    from redraft.serving.parallel_serve import serve_parallel
+
+    with pytest.raises(ValueError, match="row_tile is not supported with tensor/expert parallel"):
+        serve_parallel("nonexistent", ParallelConfig(2, 2), ServerSettings(row_tile=64))

@@ -141,6 +141,9 @@ def serve_parallel(path: str, parallel: ParallelConfig, settings: ServerSettings
                    oversubscribe: bool = False) -> None:
     """Serve `path` over `parallel.tp` ranks (blocks until the server stops). settings.device: the device kind of
     every rank ('cpu' or 'cuda'; rank r uses cuda:r)."""
+    if settings.row_tile is not None:
+        raise ValueError("ServerSettings.row_tile is not supported with tensor/expert parallel serving (sharded "
+                         "linears take the default tiles)")
     _, cfg = read_config(path)
     parallel.check(cfg)
     launch(_serve_rank, parallel, (str(path), parallel, settings, host, port, log_level, threads),
