@@ -74,7 +74,8 @@ def main() -> int:
     rows = {}
     print(f"CPU decoding, bundled model, Q Mode, {args.new} new tokens: ms per step, medians of {args.repeat} "
           f"(load {min(loads):.1f}-{max(loads):.1f})")
-    print(f"{'batch':>5s} {'threads':>7s} {'glibc default':>14s} {'keep_host_memory':>17s} {'speed-up':>9s}  same tokens")
+    print(f"{'batch':>5s} {'threads':>7s} {'glibc default':>14s} {'keep_host_memory':>17s} {'speed-up':>9s}  "
+          "same tokens")
     for b, t in settings:
         off, on = runs[f"b{b}_t{t}_default_glibc"], runs[f"b{b}_t{t}_keep"]
         row = dict(default_ms=statistics.median(r["step_ms"] for r in off),

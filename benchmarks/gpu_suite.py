@@ -446,21 +446,21 @@ def main(argv: list[str] | None = None) -> int:
                                          "checks the same on CPU)"})
     else:
         run.section("exactness", lambda: exactness(args.device))
-    holder: dict = {}
+    model = None
 
     def rows() -> list[dict]:
-        holder["model"] = build(shape, args.device, dtype)
-        return run_shape(holder["model"], args, mask_id, eos_id, args.device, run,
-                         publish=lambda r: run.update(rows=r))
+        nonlocal model
+        model = build(shape, args.device, dtype)
+        return run_shape(model, args, mask_id, eos_id, args.device, run, publish=lambda r: run.update(rows=r))
 
     run.section("rows", rows)
     if args.no_fp8:
         run.update(fp8={"skipped": "--no-fp8"})
-    elif "model" not in holder:
+    elif model is None:
         run.update(fp8={"skipped": "no model (building it failed, see rows)"})
     else:
-        run.section("fp8", lambda: fp8_section(holder["model"], args, mask_id, eos_id, args.device, run))
-    holder.clear()
+        run.section("fp8", lambda: fp8_section(model, args, mask_id, eos_id, args.device, run))
+    model = None  # the mini model's memory goes before (h) builds the flash shape
     free_device_memory(args.device)
     if args.moonshot == "on" or (args.moonshot == "auto" and is_cuda and not tiny):
         run.section("moonshot", lambda: moonshot(args, out / f"fp8_gpu_{slug}.json",

@@ -19,7 +19,8 @@ if [ "${1:-}" = "--prepare" ]; then
   src=${REDRAFT_PARITY:-../shared/parity}
   [ -f "$src/cases.json" ] || { echo "no parity vectors at $src" >&2; exit 2; }
   rm -rf .device/parity && mkdir -p .device && cp -r "$src" .device/parity
-  echo "copied $src -> .device/parity ($(du -sh .device/parity | cut -f1)); run on the device with carry [\".device/parity\"]"
+  echo "copied $src -> .device/parity ($(du -sh .device/parity | cut -f1))"
+  echo "run on the device with carry [\".device/parity\"]"
   exit 0
 fi
 OUT=${OUT:-runs/gpu_check}
@@ -51,7 +52,8 @@ PY
   $PY benchmarks/gpu_suite.py --out "$OUT" --budget-s "${BUDGET_S:-420}" "$@"
   status=$?
   echo "$status" > "$OUT/exit_status"
-  echo "gpu_suite.py exit status $status (0 ok, 1 it crashed, 2 a section failed or bad arguments, 3 exactness mismatch)"
+  echo "gpu_suite.py exit status $status (0 ok, 1 it crashed, 2 a section failed or bad arguments," \
+       "3 exactness mismatch)"
   date -u
 } 2>&1 | tee "$OUT/gpu_check.log"
 exit "$(cat "$OUT/exit_status" 2>/dev/null || echo 3)"

@@ -36,10 +36,10 @@ def test_decode_host_memory_benchmark_runs(tmp_path):
 
 
 def test_row_tiles_benchmark_runs_and_checks_batch_invariance(tmp_path):
+    import torch
+
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import row_tiles
-
-    import torch
 
     out = tmp_path / "rt.json"
     threads = torch.get_num_threads()

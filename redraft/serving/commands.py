@@ -82,8 +82,6 @@ def serve(args: argparse.Namespace) -> int:
         if args.quantization or args.adapter:
             raise ValueError("--quantization and --adapter with --tp are not supported yet (merge the adapter with "
                              "`redraft merge`; run FP8 on one device)")
-        if args.row_tile is not None:
-            raise ValueError("--row-tile with --tp/--ep is not supported (sharded linears take the default tiles)")
         from redraft.model.parallel import ParallelConfig
 
         from .parallel_serve import serve_parallel

@@ -24,8 +24,8 @@ class ServerSettings:
     `redraft.load_model`). batch_invariant: a request's tokens do not depend on what else is in
     the running batch, bit for bit (None = on CPU, off on CUDA; see `redraft.decoding.Engine`). row_tile: rows
     per GEMM tile of the batch-invariant forward (None = 32, one decode window; 64 decodes batches of 2+ faster
-    on CPU and a lone request a little slower; needs batch invariance, so not with batch_invariant=False). adapter: a LoRA
-    adapter directory (PEFT layout) merged into the checkpoint at load (None = none)."""
+    on CPU and a lone request a little slower; CPU only, not with batch_invariant=False). adapter: a LoRA adapter
+    directory (PEFT layout) merged into the checkpoint at load (None = none)."""
 
     model_name: str | None = None
     max_batch_size: int = 32
